@@ -1,0 +1,64 @@
+"""The little every workflow script shares: logging into the rule's log file, thread limits,
+and the provenance record written when the job succeeds.
+
+A script is then only:
+
+    with job(snakemake) as log:
+        ...call the library...
+        log.extra["model"] = ...   # anything provenance should hold beyond inputs and params
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class JobContext:
+    logger: logging.Logger
+    extra: dict = field(default_factory=dict)
+
+    def info(self, msg, *args):
+        self.logger.info(msg, *args)
+
+
+@contextlib.contextmanager
+def job(snakemake):
+    """Send stderr (tracebacks, tqdm progress) and logging to the rule's log, limit torch to the
+    job's threads, and write provenance records for every output once the body succeeds."""
+    started = time.time()
+    log_path = snakemake.log[0] if len(snakemake.log) else None
+    stream = open(log_path, "w", buffering=1, encoding="utf-8") if log_path else sys.stderr
+    old_stderr = sys.stderr
+    sys.stderr = stream
+    logger = logging.getLogger(f"qrnca.{snakemake.rule}")
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("qrnca")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, int(getattr(snakemake, "threads", 1) or 1)))
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        pass
+    ctx = JobContext(logger)
+    try:
+        yield ctx
+        from .provenance import record_job
+
+        record_job(snakemake, extra=ctx.extra, started=started)
+        logger.info("done in %.1f s", time.time() - started)
+    except BaseException:
+        logger.exception("job failed")
+        raise
+    finally:
+        root.removeHandler(handler)
+        sys.stderr = old_stderr
+        if stream is not old_stderr:
+            stream.close()

@@ -1,0 +1,103 @@
+# Boost / suppress interventions at the last token, PCR (Table 4), editing (Table 6), Figs. 3-4.
+
+
+rule evaluate:
+    """Every method's neurons boosted and suppressed on related and unrelated prompts; each
+    prompt's prefix is computed once for all methods."""
+    input:
+        model=model_input,
+        dataset=lambda wc: dataset_file(wc.dataset),
+        neurons=expand(
+            "{results}/{{model}}/{{dataset}}/neurons/{method}.jsonl",
+            results=RESULTS,
+            method=METHODS,
+        ),
+    output:
+        expand(
+            "{results}/{{model}}/{{dataset}}/evaluation/{method}.jsonl",
+            results=RESULTS,
+            method=METHODS,
+        ),
+    params:
+        spec=lambda wc: model_spec(wc.model),
+        answer_token=config["answer_token"],
+        settings=config["evaluation"],
+        methods=METHODS,
+        device=config["evaluation"]["device"] or config["attribution"]["device"],
+    resources:
+        gpu=1,
+        mem_mb=lambda wc, attempt: 32000 * attempt,
+        runtime=lambda wc, attempt: 120 * attempt,
+    log:
+        f"{RESULTS}/logs/evaluate/{{model}}/{{dataset}}.log",
+    script:
+        "../workflow_scripts/evaluate.py"
+
+
+def evaluation_files(wildcards):
+    return expand(
+        "{results}/{model}/{dataset}/evaluation/{method}.jsonl",
+        results=RESULTS,
+        model=wildcards.model,
+        dataset=DATASETS,
+        method=METHODS,
+    )
+
+
+rule table4:
+    """Table 4: probability change ratio (PCR) per method and dataset, beside the paper."""
+    input:
+        evaluation_files,
+    output:
+        report(
+            f"{RESULTS}/{{model}}/tables/table4_pcr.csv",
+            caption="../report/table4.rst",
+            category="Tables",
+        ),
+    params:
+        settings=config["evaluation"],
+        datasets=list(DATASETS),
+        methods=METHODS,
+    log:
+        f"{RESULTS}/logs/table4/{{model}}.log",
+    script:
+        "../workflow_scripts/table4.py"
+
+
+rule table6:
+    """Table 6: how often boosting / suppressing a query's neurons flips the predicted option."""
+    input:
+        evaluation_files,
+    output:
+        report(
+            f"{RESULTS}/{{model}}/tables/table6_editing.csv",
+            caption="../report/table6.rst",
+            category="Tables",
+        ),
+    params:
+        datasets=list(DATASETS),
+        methods=METHODS,
+    log:
+        f"{RESULTS}/logs/table6/{{model}}.log",
+    script:
+        "../workflow_scripts/table6.py"
+
+
+rule fig3:
+    """Figures 3 / 4: related vs unrelated probability change per group, one operation."""
+    input:
+        f"{RESULTS}/{{model}}/{{dataset}}/evaluation/qrnca.jsonl",
+    output:
+        pdf=report(
+            f"{RESULTS}/{{model}}/figures/fig3_{{op}}_{{dataset}}.pdf",
+            caption="../report/fig3.rst",
+            category="Figures",
+        ),
+        png=f"{RESULTS}/{{model}}/figures/fig3_{{op}}_{{dataset}}.png",
+    params:
+        settings=config["evaluation"],
+        dpi=config["analysis"]["figure_dpi"],
+    log:
+        f"{RESULTS}/logs/fig3/{{model}}/{{op}}_{{dataset}}.log",
+    script:
+        "../workflow_scripts/fig3.py"

@@ -1,0 +1,56 @@
+# Models: the hub download step, the demo model's training, and prompt-based accuracy.
+
+
+localrules:
+    download_model,
+
+
+rule download_model:
+    """Fetch a hub model at its pinned revision into the local cache. Run it on a login node
+    (snakemake --until download_model) when compute nodes have no internet."""
+    output:
+        "resources/models/{model}.json",
+    params:
+        spec=lambda wc: model_spec(wc.model),
+    log:
+        "resources/logs/download_model_{model}.log",
+    script:
+        "../workflow_scripts/download_model.py"
+
+
+rule train_demo_model:
+    """Train the demo's tiny Llama and word-level tokenizer on CPU on its own MCQ prompts."""
+    input:
+        datasets=lambda wc: [dataset_file(d) for d in MODELS[wc.model]["train"]["datasets"]],
+        world=f"{RESULTS}/demo_world/mmlu",
+    output:
+        directory(f"{RESULTS}/models/{{model}}"),
+    params:
+        spec=lambda wc: model_spec(wc.model),
+    threads: 2
+    log:
+        f"{RESULTS}/logs/train_demo_model/{{model}}.log",
+    script:
+        "../workflow_scripts/train_demo_model.py"
+
+
+rule score_accuracy:
+    """Prompt-based accuracy: probability of each option letter at the last token, argmax."""
+    input:
+        model=model_input,
+        dataset=lambda wc: dataset_file(wc.dataset),
+    output:
+        table=f"{RESULTS}/{{model}}/{{dataset}}/accuracy.csv",
+        scores=f"{RESULTS}/{{model}}/{{dataset}}/scores.jsonl",
+    params:
+        spec=lambda wc: model_spec(wc.model),
+        answer_token=config["answer_token"],
+        device=config["attribution"]["device"],
+    resources:
+        gpu=1,
+        mem_mb=32000,
+        runtime=60,
+    log:
+        f"{RESULTS}/logs/score_accuracy/{{model}}/{{dataset}}.log",
+    script:
+        "../workflow_scripts/score_accuracy.py"
