@@ -155,3 +155,24 @@ def test_download_through_a_url(tmp_path, monkeypatch):
     with pytest.raises(DatasetError, match="download failed"):
         monkeypatch.setitem(fetch.URLS, "mmlu", (tmp_path / "absent.tar").as_uri())
         fetch.download("mmlu", tmp_path / "raw" / "mmlu")
+
+
+def test_single_released_file(tmp_path, monkeypatch):
+    data = b'{"k": 1}'
+    (tmp_path / "language_qa.json").write_bytes(data)
+    monkeypatch.setitem(
+        fetch.URLS, "released", {"language_qa.json": (tmp_path / "language_qa.json").as_uri()}
+    )
+    monkeypatch.setitem(fetch.SHA256, "released", {"language_qa.json": hashlib.sha256(data).hexdigest()})
+    dest = tmp_path / "raw" / "released" / "language_qa.json"
+    assert fetch.download_released_file("language_qa.json", dest).read_bytes() == data
+    assert [p.name for p in dest.parent.iterdir()] == ["language_qa.json"]
+    assert fetch.verify_local(dest, "released") == []
+    dest.write_bytes(b"{}")
+    assert [Path(m.file).name for m in fetch.verify_local(dest, "released")] == ["language_qa.json"]
+    monkeypatch.setitem(fetch.SHA256["released"], "language_qa.json", "a" * 64)
+    with pytest.raises(fetch.ChecksumError):
+        fetch.download_released_file("language_qa.json", tmp_path / "other.json")
+    assert not (tmp_path / "other.json").exists()
+    with pytest.raises(InputError, match="no pinned checksum"):
+        fetch.download_released_file("domain_sample_multi_choice_qa.json", tmp_path / "x.json")

@@ -155,16 +155,21 @@ def known_files(kind: str, files: Sequence[str] | None = None) -> dict[str, str]
 
 
 def verify_local(root: str | os.PathLike, kind: str) -> list[ChecksumMismatch]:
-    """Compare the pinned files present under `root` with their digests; return the mismatches.
+    """Compare the pinned files present under `root` (a folder, or one released JSON file) with
+    their digests; return the mismatches.
 
     Mismatches are logged as warnings, not raised: a user may point the config at a newer or
     re-encoded copy on purpose, and the dataset builders validate the content anyway. Files that
     are absent are not reported (a builder that needs one fails naming it).
     """
     root = Path(root)
+    table = known_files(kind)
+    if root.is_file():  # a single released JSON file, as the config may name it
+        table = {root.name: table[root.name]} if root.name in table else {}
+        root = root.parent
     mismatches = []
     checked = 0
-    for rel, expected in known_files(kind).items():
+    for rel, expected in table.items():
         path = root / rel
         if not path.is_file():
             continue
@@ -278,6 +283,22 @@ def download(
         archive = Path(tmp) / Path(URLS[kind]).name
         _download_url(URLS[kind], archive, timeout)
         return extract_archive(archive, dest, checksums)
+
+
+def download_released_file(name: str, dest: str | os.PathLike, *, timeout: float = 120.0) -> Path:
+    """Fetch one released JSON file (`subject_qa.json` or `language_qa.json`) to the file `dest`, verified.
+
+    Written to a temp file beside `dest` and moved into place only if its sha256 matches.
+    """
+    expected = known_files("released", [name])[name]
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{dest.name}.", dir=dest.parent) as tmp:
+        target = Path(tmp) / name
+        _download_url(URLS["released"][name], target, timeout)
+        _verify(target, name, expected, URLS["released"][name])
+        os.replace(target, dest)
+    return dest
 
 
 def resolve_source(
