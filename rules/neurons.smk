@@ -50,6 +50,8 @@ rule table3:
             caption="../report/table3.rst",
             category="Tables",
         ),
+    params:
+        datasets=list(DATASETS),
     log:
         f"{RESULTS}/logs/table3/{{model}}.log",
     script:

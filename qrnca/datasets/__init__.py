@@ -9,6 +9,7 @@ checked by `validate_queries`; `write_dataset` writes them atomically as JSON li
 - `fetch`: pinned sources, sha256 verification, `download`, `verify_local`.
 """
 
+from .from_config import build_from_spec
 from .instructions import MLAMA_TEMPLATES, MMLU_TEMPLATES, mlama_templates
 from .mlama import PAPER_LANGUAGES, PAPER_RELATIONS, build_mlama
 from .mmlu import PAPER_SUBJECTS, build_mmlu
@@ -24,6 +25,7 @@ __all__ = [
     "PAPER_RELATIONS",
     "PAPER_SUBJECTS",
     "PromptTemplate",
+    "build_from_spec",
     "build_mlama",
     "build_mmlu",
     "convert_released",

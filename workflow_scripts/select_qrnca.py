@@ -1,0 +1,19 @@
+"""QRNCA and its two ablations from the stored attributions of one model x dataset."""
+
+from qrnca.io import read_jsonl, write_json, write_jsonl
+from qrnca.selection import run_qrnca
+from qrnca.workflow import job
+
+with job(snakemake) as log:
+    s = snakemake.params.settings
+    records = [r for path in snakemake.input for r in read_jsonl(path)]
+    run = run_qrnca(records, t=s["threshold"], u=s["common_share"], top_v=s["top_v"])
+    out = snakemake.output
+    write_jsonl(out.qrnca, run.rows("qrnca"))
+    write_jsonl(out.no_ica, run.rows("qrnca_no_ica"))
+    write_jsonl(out.with_common, run.rows("qrnca_with_common"))
+    write_json(out.common, run.common_json())
+    write_jsonl(out.clusters, run.cluster_score_records())
+    rows = run.rows("qrnca")
+    log.info("%d queries, mean %.2f QR neurons per query", len(rows),
+             sum(len(r["neurons"]) for r in rows) / max(1, len(rows)))
