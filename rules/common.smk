@@ -106,9 +106,12 @@ def all_targets():
             f"{RESULTS}/{model}/tables/table3_qr_neurons.csv",
             f"{RESULTS}/{model}/tables/table4_pcr.csv",
             f"{RESULTS}/{model}/tables/table6_editing.csv",
+            f"{RESULTS}/{model}/figures/fig2a_overlap.pdf",
+            f"{RESULTS}/{model}/figures/fig2b_layers.pdf",
         ]
         for dataset in DATASETS:
             targets.append(f"{RESULTS}/{model}/{dataset}/accuracy.csv")
+            targets.append(f"{RESULTS}/{model}/figures/fig5_heatmap_{dataset}.pdf")
             targets += expand(
                 "{results}/{model}/figures/fig3_{op}_{dataset}.pdf",
                 results=RESULTS,

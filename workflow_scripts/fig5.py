@@ -1,0 +1,11 @@
+"""Figure 5: per group, summed NA x ICA on the layer x (binned) neuron-index grid."""
+
+from qrnca.analysis import heatmap_grids
+from qrnca.io import read_jsonl
+from qrnca.plots import fig5_heatmaps
+from qrnca.workflow import job
+
+with job(snakemake):
+    grids = heatmap_grids(read_jsonl(snakemake.input[0]), n_bins=snakemake.params.bins)
+    fig5_heatmaps(grids, [snakemake.output.pdf, snakemake.output.png],
+                  title=f"{snakemake.wildcards.model} / {snakemake.wildcards.dataset}")
