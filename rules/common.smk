@@ -63,17 +63,17 @@ def model_input(wildcards):
 
 
 def raw_input(wildcards):
+    return raw_input_of(wildcards.dataset)
+
+
+def raw_input_of(name):
     """The raw input of a dataset: a local path from the config, or the pinned download."""
-    spec = DATASETS[wildcards.dataset]
+    spec = DATASETS[name]
     if spec["raw"]:
         return spec["raw"]
     if spec["source"] == "released":
         return f"resources/raw/released/{spec['released_file']}"
     return f"resources/raw/{spec['source']}"
-
-
-def heldout_input(wildcards):
-    return raw_input(wildcards)
 
 
 def dataset_file(name):

@@ -35,6 +35,7 @@ rule demo_world:
     output:
         mmlu=directory(f"{RESULTS}/demo_world/mmlu"),
         mlama=directory(f"{RESULTS}/demo_world/mlama"),
+        statements=f"{RESULTS}/demo_world/statements.txt",
     params:
         seed=config.get("demo_world", {}).get("seed", 0),
     log:

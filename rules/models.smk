@@ -22,11 +22,15 @@ rule train_demo_model:
     """Train the demo's tiny Llama and word-level tokenizer on CPU on its own MCQ prompts."""
     input:
         datasets=lambda wc: [dataset_file(d) for d in MODELS[wc.model]["train"]["datasets"]],
-        world=f"{RESULTS}/demo_world/mmlu",
+        statements=f"{RESULTS}/demo_world/statements.txt",
+        heldout=lambda wc: [
+            raw_input_of(d) for d in MODELS[wc.model]["train"]["datasets"]
+        ],
     output:
         directory(f"{RESULTS}/models/{{model}}"),
     params:
         spec=lambda wc: model_spec(wc.model),
+        datasets=DATASETS,
     threads: 2
     log:
         f"{RESULTS}/logs/train_demo_model/{{model}}.log",

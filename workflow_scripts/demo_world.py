@@ -1,0 +1,11 @@
+"""Write the demo's synthetic world in the raw MMLU CSV and mLAMA JSONL formats."""
+
+from pathlib import Path
+
+from qrnca.demo_world import write_demo_world
+from qrnca.workflow import job
+
+with job(snakemake) as log:
+    root = Path(snakemake.output.mmlu).parent
+    written = write_demo_world(root, seed=snakemake.params.seed)
+    log.info("wrote %d files under %s", len(written), root)
