@@ -1,0 +1,265 @@
+"""Evaluation arithmetic (PCR, flips) on hand-made records, and an end-to-end evaluation of a
+few hand-written queries on a tiny model."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from qrnca import evaluation as ev
+from qrnca import layouts
+from qrnca.errors import InputError
+from qrnca.evaluation_plots import group_change_frame, save_group_changes
+from qrnca.io import read_jsonl
+from qrnca.models import encode_prompt, letter_token_ids, load_model
+from qrnca.tiny_models import save_tiny
+
+
+def rec(qid, group, op, s, p0, p1, gold="A", before="A", after="A", prompt=0):
+    return {"id": qid, "group": group, "op": op, "set": s, "prompt_index": prompt, "gold": gold,
+            "p0": p0, "p1": p1, "predicted_before": before, "predicted_after": after}
+
+
+# ------------------------------------------------------------------ arithmetic on hand-made records
+
+def test_ratio_of_means_and_mean_of_ratios_differ_as_computed_by_hand():
+    p0, p1 = [0.1, 0.5], [0.2, 0.5]
+    assert ev.probability_change(p0, p1, "ratio_of_means") == pytest.approx(0.05 / 0.3)
+    assert ev.probability_change(p0, p1, "mean_of_ratios") == pytest.approx(0.5)
+    with pytest.raises(InputError, match="pcr_average"):
+        ev.probability_change(p0, p1, "median")
+
+
+def test_pcr_summary_per_op_and_group():
+    records = [
+        rec("q1", "bio", "suppress", "related", 0.4, 0.1),
+        rec("q1", "bio", "suppress", "related", 0.2, 0.1),
+        rec("q1", "bio", "suppress", "unrelated", 0.5, 0.45),
+        rec("q2", "geo", "suppress", "related", 0.5, 0.5),
+        rec("q2", "geo", "suppress", "unrelated", 0.3, 0.3),
+        rec("q1", "bio", "boost", "related", 0.2, 0.6),
+        rec("q1", "bio", "boost", "unrelated", 0.2, 0.3),
+    ]
+    summary = ev.pcr_summary(records).set_index("op")
+    # suppress related: mean(p1-p0) = (-0.3 - 0.1 + 0) / 3, mean(p0) = 1.1 / 3
+    assert summary.loc["suppress", "change_related"] == pytest.approx(-0.4 / 1.1)
+    assert summary.loc["suppress", "change_unrelated"] == pytest.approx(-0.05 / 0.8)
+    assert summary.loc["suppress", "pcr"] == pytest.approx((0.4 / 1.1) / (0.05 / 0.8))
+    assert summary.loc["boost", "pcr"] == pytest.approx(2.0 / 0.5)
+    assert summary.loc["suppress", "n_related"] == 3 and summary.loc["suppress", "queries"] == 2
+    by_group = ev.pcr_summary(records, by=("group",)).set_index(["op", "group"])
+    assert by_group.loc[("suppress", "bio"), "change_related"] == pytest.approx(-0.4 / 0.6)
+    assert math.isnan(by_group.loc[("suppress", "geo"), "pcr"])  # 0 / 0
+    mor = ev.pcr_summary(records, "mean_of_ratios").set_index("op")
+    assert mor.loc["suppress", "change_related"] == pytest.approx((-0.75 - 0.5 + 0) / 3)
+
+
+def test_division_by_zero_is_reported_not_raised():
+    records = [rec("q", "g", "boost", "related", 0.2, 0.4), rec("q", "g", "boost", "unrelated", 0.3, 0.3)]
+    assert ev.pcr_summary(records)["pcr"].iloc[0] == math.inf
+    zero = [rec("q", "g", "boost", "related", 0.0, 0.1), rec("q", "g", "boost", "unrelated", 0.0, 0.0)]
+    summary = ev.pcr_summary(zero)
+    assert summary["change_related"].iloc[0] == math.inf
+    assert math.isnan(summary["change_unrelated"].iloc[0])
+    assert math.isnan(ev.pcr_summary(zero, "mean_of_ratios")["change_unrelated"].iloc[0])
+
+
+def test_flip_rates_and_initial_subsets():
+    records = [
+        # gold A; prompt 1 initially right and flips; prompt 2 initially wrong and flips to gold;
+        # prompt 3 initially wrong and stays; prompt 4 initially right and stays
+        rec("q", "g", "boost", "related", .1, .2, "A", "A", "B"),
+        rec("q", "g", "boost", "related", .1, .2, "A", "C", "A"),
+        rec("q", "g", "boost", "related", .1, .2, "A", "D", "D"),
+        rec("q", "g", "boost", "related", .1, .2, "A", "A", "A"),
+        rec("q", "g", "boost", "unrelated", .1, .2, "A", "A", "B"),  # unrelated: not counted
+        rec("q", "g", "suppress", "related", .1, .0, "B", "B", "C"),
+    ]
+    flips = ev.flip_summary(records).set_index("op")
+    assert flips.loc["boost", "flip_rate"] == pytest.approx(50.0)
+    assert flips.loc["boost", "n"] == 4
+    assert flips.loc["boost", "flip_rate_initially_wrong"] == pytest.approx(50.0)
+    assert flips.loc["boost", "n_initially_wrong"] == 2
+    assert flips.loc["boost", "flip_rate_initially_right"] == pytest.approx(50.0)
+    assert flips.loc["boost", "to_gold_rate_initially_wrong"] == pytest.approx(50.0)
+    assert flips.loc["suppress", "flip_rate_initially_right"] == pytest.approx(100.0)
+    assert math.isnan(flips.loc["suppress", "flip_rate_initially_wrong"])
+
+
+def test_tables_put_paper_values_beside_ours():
+    mk = lambda related_p1: [rec("q", "g", "boost", "related", 0.2, related_p1, "A", "A", "B"),  # noqa: E731
+                             rec("q", "g", "boost", "unrelated", 0.2, 0.3),
+                             rec("q", "g", "suppress", "related", 0.2, 0.0, "A", "A", "A"),
+                             rec("q", "g", "suppress", "unrelated", 0.2, 0.1)]
+    results = {("domain", "logprob_increase"): mk(0.6), ("domain", "qrnca"): mk(0.8),
+               ("demo", "qrnca"): mk(0.8)}
+    paper4 = {"qrnca": {"domain": {"boost": 4.4, "suppress": 5.6}}}
+    t4 = ev.table4(results, paper=paper4)
+    assert list(t4["method"][:4]) == ["qrnca", "qrnca", "logprob_increase", "logprob_increase"]
+    row = t4[(t4.dataset == "domain") & (t4.method == "qrnca") & (t4.op == "boost")].iloc[0]
+    assert row["pcr"] == pytest.approx(6.0) and row["paper_pcr"] == 4.4
+    assert row["diff"] == pytest.approx(1.6)
+    assert t4[t4.method == "logprob_increase"]["paper_pcr"].isna().all()
+    assert t4[t4.dataset == "demo"]["paper_pcr"].isna().all()
+    mapped = ev.table4(results, paper=paper4, paper_datasets={"demo": "domain"})
+    assert mapped[(mapped.dataset == "demo") & (mapped.op == "suppress")]["paper_pcr"].iloc[0] == 5.6
+
+    paper6 = {"qrnca": {"domain": {"boost": {"value": 12.6, "upper_bound": None}}},
+              "logprob_increase": {"domain": {"suppress": {"value": None, "upper_bound": 0.3}}}}
+    t6 = ev.table6(results, paper=paper6)
+    row = t6[(t6.dataset == "domain") & (t6.method == "qrnca") & (t6.op == "boost")].iloc[0]
+    assert row["flip_rate"] == 100.0 and row["paper_flip_rate"] == 12.6
+    assert row["diff"] == pytest.approx(87.4) and row["subset"] == "initially_wrong"
+    bound = t6[(t6.dataset == "domain") & (t6.method == "logprob_increase") & (t6.op == "suppress")].iloc[0]
+    assert bound["paper_upper_bound"] == 0.3 and math.isnan(bound["paper_flip_rate"])
+    assert bound["subset"] == "initially_right" and bound["flip_rate_subset"] == 0.0
+
+
+def test_default_paper_values_are_wired():
+    pytest.importorskip("qrnca.paper_values")
+    records = [rec("q", "g", "boost", "related", 0.2, 0.4), rec("q", "g", "boost", "unrelated", 0.2, 0.3)]
+    t4 = ev.table4({("language", "qrnca"): records})
+    assert t4["paper_pcr"].iloc[0] == 41.2
+    t6 = ev.table6({("language", "qrnca"): records})
+    assert t6["paper_flip_rate"].iloc[0] == 16.6
+
+
+def test_settings_validate():
+    with pytest.raises(InputError, match="pcr_average"):
+        ev.EvaluationSettings(pcr_average="mode")
+    with pytest.raises(InputError, match="ops"):
+        ev.EvaluationSettings(ops=("amplify",))
+    with pytest.raises(InputError, match="unknown evaluation settings"):
+        ev.EvaluationSettings.from_config({"unrelated": 3})
+    assert ev.EvaluationSettings.from_config({"seed": 4}).as_dict()["factors"] == {
+        "boost": 2.0, "suppress": 0.0}
+
+
+# ------------------------------------------------------------------ end to end on a tiny model
+
+GROUPS = {"bio": ["cell", "gene", "leaf"], "geo": ["river", "hill", "coast"]}
+
+
+def make_queries():
+    queries = []
+    for group, words in GROUPS.items():
+        for qn, word in enumerate(words[:2]):
+            prompts, answers, options = [], [], []
+            for t in range(3):
+                opts = [f"{word}{(j + t) % 4}" for j in range(4)]
+                letter = "ABCD"[(qn + t) % 4]
+                gold = f"{word}0"
+                opts[opts.index(gold)], opts["ABCD".index(letter)] = opts["ABCD".index(letter)], gold
+                lines = " ".join(f"{x} . {o}" for x, o in zip("ABCD", opts))
+                prompts.append(f"template {t} : which {word} is it ? {lines} Response :")
+                answers.append(letter)
+                options.append(opts)
+            queries.append({"id": f"{group}-{qn}", "group": group, "relation": None,
+                            "fact": f"{group}-{qn}", "prompts": prompts, "answers": answers,
+                            "options": options, "gold": f"{word}0",
+                            "source": {"kind": "test", "file": "-", "row": qn}})
+    return queries
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    queries = make_queries()
+    corpus = [p for q in queries for p in q["prompts"]]
+    path = save_tiny(tmp_path_factory.mktemp("tiny"), "llama", corpus, layers=2, hidden=32,
+                     intermediate=48, heads=4)
+    model, tokenizer = load_model({"name": "tiny", "path": str(path)})
+    return model, tokenizer, queries
+
+
+def neuron_records(queries, pick):
+    return [{"id": q["id"], "group": q["group"], "neurons": pick(i), "scores": [1.0] * len(pick(i))}
+            for i, q in enumerate(queries)]
+
+
+def test_unrelated_prompts_are_from_other_groups_and_stable():
+    queries = make_queries()
+    settings = ev.EvaluationSettings(unrelated_prompts=3, unrelated_draws=2, seed=7)
+    draw = ev.unrelated_prompts(queries[0], queries, settings)
+    assert len(draw) == 6 and len(set(draw)) == 6
+    assert all(pid.startswith("geo") for pid, _ in draw)
+    assert draw == ev.unrelated_prompts(queries[0], queries, settings)
+    assert draw == ev.unrelated_prompts(queries[0], list(reversed(queries)), settings)
+    assert draw != ev.unrelated_prompts(queries[0], queries, ev.EvaluationSettings(seed=8,
+                                                                                    unrelated_draws=2))
+    with pytest.raises(InputError, match="only 6 prompts"):
+        ev.unrelated_prompts(queries[0], queries, ev.EvaluationSettings(unrelated_prompts=7))
+
+
+def test_neuron_sets_check_the_file_against_the_dataset():
+    queries = make_queries()
+    good = neuron_records(queries, lambda i: [[0, i]])
+    assert ev.neuron_sets(good, queries)["bio-1"] == ((0, 1),)
+    with pytest.raises(InputError, match="no neuron record"):
+        ev.neuron_sets(good[:-1], queries, "qrnca.jsonl")
+    bad = [dict(r) for r in good]
+    bad[2]["group"] = "bio"
+    with pytest.raises(InputError, match="row 3 .*group"):
+        ev.neuron_sets(bad, queries, "qrnca.jsonl")
+    bad = [dict(r) for r in good]
+    bad[0]["neurons"] = [[0, "1"]]
+    with pytest.raises(InputError, match="row 1"):
+        ev.neuron_sets(bad, queries)
+
+
+def test_end_to_end_evaluation(tiny, tmp_path):
+    model, tokenizer, queries = tiny
+    methods = {
+        "qrnca": ev.neuron_sets(neuron_records(queries, lambda i: [[0, i], [1, 2 * i + 1]]), queries),
+        "random": ev.neuron_sets(neuron_records(queries, lambda i: [[1, 40 - i]]), queries),
+        "same_as_qrnca": ev.neuron_sets(neuron_records(queries, lambda i: [[1, 2 * i + 1], [0, i]]),
+                                        queries),
+    }
+    settings = ev.EvaluationSettings(seed=3, chunk_size=8)
+    run = ev.evaluate(model, tokenizer, queries, methods, settings, progress=False)
+    assert run.stats["prompts"] == 12 and run.stats["prefix_passes"] == 12
+    # 3 methods x 2 ops x (3 related + 3 unrelated) rows per query, 4 queries, + 1 clean per prompt
+    assert run.stats["rows"] == 3 * 2 * 6 * 4 + 12
+    for method, records in run.records.items():
+        assert len(records) == 4 * 2 * 6
+        assert [r["set"] for r in records[:6]] == ["related"] * 3 + ["unrelated"] * 3
+        assert [r["op"] for r in records[:12]] == ["boost"] * 6 + ["suppress"] * 6
+        for r in records:
+            assert (r["set"] == "related") == (r["prompt_group"] == r["group"])
+            assert r["set"] == "unrelated" or r["prompt_id"] == r["id"]
+    # identical neuron sets give identical records; the unrelated draw is shared across methods
+    assert run.records["qrnca"] == run.records["same_as_qrnca"]
+    assert [r["prompt_id"] for r in run.records["random"]] == [r["prompt_id"] for r in run.records["qrnca"]]
+
+    # check one suppressed unrelated record against a plain full-sequence forward
+    letters = letter_token_ids(tokenizer, "bare")
+    r = next(r for r in run.records["qrnca"] if r["op"] == "suppress" and r["set"] == "unrelated")
+    owner = next(i for i, q in enumerate(queries) if q["id"] == r["id"])
+    prompt = next(q for q in queries if q["id"] == r["prompt_id"])["prompts"][r["prompt_index"]]
+    ids = encode_prompt(tokenizer, prompt)
+    with torch.no_grad():
+        clean = torch.softmax(model(ids).logits[0, -1], -1)[letters[r["gold"]]].item()
+        mult = layouts.neuron_multipliers([(0, owner), (1, 2 * owner + 1)], 0.0, layouts.grid_shape(model))
+        with layouts.edit_last_position(model, layouts.multiply_edit(mult)):
+            edited = torch.softmax(model(ids).logits[0, -1], -1)[letters[r["gold"]]].item()
+    assert r["p0"] == pytest.approx(clean, abs=1e-6)
+    assert r["p1"] == pytest.approx(edited, abs=1e-6)
+    assert r["p0"] != r["p1"]
+
+    paths = ev.write_evaluation(tmp_path / "evaluation", run, settings, {"model": "tiny"})
+    assert [p.name for p in paths] == ["qrnca.jsonl", "random.jsonl", "same_as_qrnca.jsonl"]
+    assert read_jsonl(paths[1]) == run.records["random"]
+    meta = json.loads((tmp_path / "evaluation" / "settings.json").read_text())
+    assert meta["settings"]["unrelated_prompts"] == 3 and meta["model"] == "tiny"
+    frame = ev.read_evaluation(paths[0])
+    table = ev.table4({("tinyset", "qrnca"): frame, ("tinyset", "random"): run.records["random"]})
+    assert len(table) == 4 and np.isfinite(table["pcr"]).all()
+    by_group = ev.pcr_summary(frame, by=("group",))
+    assert set(by_group["group"]) == {"bio", "geo"}
+
+    out = save_group_changes(by_group, "suppress", [tmp_path / "fig.pdf", tmp_path / "fig.png"])
+    assert all(p.stat().st_size > 1000 for p in out)
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["evaluation", "fig.pdf", "fig.png"]
+    long = group_change_frame(by_group, "boost")
+    assert len(long) == 4 and set(long["set"]) == {"related prompts", "unrelated prompts"}
