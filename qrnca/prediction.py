@@ -1,0 +1,286 @@
+"""Table 7: neuron-based prediction on held-out questions (method.md §7) — a RECONSTRUCTION.
+
+The paper predicts the answer of held-out MMLU questions "from the activity of the domain's
+neurons" and compares it with the model's own (prompt-based) accuracy; its exact rule is in a
+supplement that is not available. This module implements the project's decision:
+
+- **Domain neurons**: per domain (dataset `group`), the union of its queries' QR neurons
+  (`domain_neurons`, the same sets as Fig. 2a).
+- **Held-out questions**: the subject's MMLU validation split (`heldout_queries`, built with
+  `qrnca.datasets.build_mmlu(..., split="val")`), each rendered with the three templates, so every
+  held-out question contributes 3 prompts.
+- **Neuron-based decision**: for each prompt and each option letter X, the text
+  `prompt + joiner + X` (default joiner `" "`, so `"...Response: A"`) is tokenised with BOS
+  (`qrnca.models.encode_prompt`); the score of X is the SUM of the domain neurons' activations
+  (down-projection inputs, method.md §1) at the last token of that text. The prediction is the
+  letter with the largest score (ties to the earlier letter). A group with no domain neurons has
+  no neuron-based prediction (recorded as None, counted as wrong).
+- **Prompt-based decision** (the model's own answer): argmax over the four letters' full-softmax
+  probabilities at the last prompt token (method.md §2, `answer_token` picks the letter ids), the
+  same quantity as `qrnca.scoring.score_prompts`, here read from the prompt pass that the
+  neuron-based decision needs anyway.
+
+Cost per prompt: one forward over the prompt's T tokens (which also gives the prompt-based
+answer and the key/value cache), then one forward of 4 rows × k tokens (k = the continuation's
+length, 1 for a letter joined by a space on common tokenisers) attending to the shared prompt
+cache, which is never copied (`qrnca.interventions` shares it the same way). When a tokeniser
+does not tokenise `prompt + joiner + X` as the prompt's tokens followed by a suffix of equal
+length for all four letters, the four full texts are run as one left-padded batch instead
+(4 × (T + k) tokens, exact as well); the record says which path was taken.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Mapping, Sequence
+
+import pandas as pd
+import torch
+from torch import nn
+
+from . import paper_values
+from .analysis import group_neuron_sets
+from .errors import InputError
+from .interventions import _SharedPrefixLayer
+from .io import atomic_open, write_jsonl
+from .layouts import grid_shape, record_last_position
+from .models import LETTERS, encode_prompt, letter_token_ids
+
+Neuron = tuple[int, int]
+
+#: Text between the prompt and the appended option letter (decision, documented above).
+JOINER = " "
+#: Paper dataset whose groups Table 7 reports (MMLU domains).
+PAPER_DATASET = "domain"
+#: Columns of `table7`, in order.
+TABLE7_COLUMNS = ("dataset", "group", "queries", "prompts", "neurons", "neuron_based",
+                  "prompt_based", "agreement", "paper_neuron_based", "paper_prompt_based",
+                  "diff_neuron_based", "diff_prompt_based")
+OVERALL = "ALL"
+
+
+def domain_neurons(qrnca_rows: Sequence[Mapping],
+                   groups_order: Sequence[str] | None = None) -> dict[str, set[Neuron]]:
+    """{group: union of its queries' QR neurons} from the rows of a neurons file
+    (docs/formats.md "Neurons"); groups in `groups_order` or first-seen order."""
+    return group_neuron_sets(qrnca_rows, groups_order)
+
+
+def heldout_queries(root: str | os.PathLike, groups: Sequence[str], *, split: str = "val",
+                    seed: int = 0, max_prompt_chars: int | None = None,
+                    max_per_group: int | None = None) -> list[dict]:
+    """Every eligible question of each subject's held-out MMLU split (default `val`), rendered as
+    3-prompt queries by `build_mmlu` (same templates, option shuffling seeded by `seed`).
+
+    Eligible is `build_mmlu`'s rule (four distinct options, prompts within `max_prompt_chars`);
+    `max_per_group` caps the count (first questions in file order)."""
+    from .datasets.instructions import MMLU_TEMPLATES
+    from .datasets.mmlu import build_mmlu, prompt_chars, read_mmlu_csv, subject_file
+
+    counts = {}
+    for group in groups:
+        path = subject_file(root, group, split)
+        if not path.exists():
+            raise InputError(f"held-out questions of {group!r}: no file {path}")
+        rows = read_mmlu_csv(path, name=f"{split}/{path.name}")
+        n = sum(1 for r in rows if r.distinct_options and (
+            max_prompt_chars is None or prompt_chars(r, MMLU_TEMPLATES) <= max_prompt_chars))
+        if max_per_group is not None:
+            n = min(n, max_per_group)
+        if n < 1:
+            raise InputError(f"held-out questions of {group!r}: no eligible question in {path}")
+        counts[group] = n
+    return build_mmlu(root, counts, split=split, seed=seed, max_prompt_chars=max_prompt_chars)
+
+
+def _layer_indices(neurons: set[Neuron], shape: tuple[int, int], group: str,
+                   device) -> dict[int, torch.Tensor]:
+    n_layers, width = shape
+    by_layer: dict[int, list[int]] = {}
+    for layer, index in sorted(neurons):
+        if not (0 <= layer < n_layers and 0 <= index < width):
+            raise InputError(f"domain {group!r}: neuron ({layer}, {index}) is outside the model's "
+                             f"neuron grid {n_layers} x {width}")
+        by_layer.setdefault(layer, []).append(index)
+    return {layer: torch.tensor(idx, dtype=torch.long, device=device)
+            for layer, idx in by_layer.items()}
+
+
+def _neuron_sums(recorded: Mapping[int, torch.Tensor],
+                 indices: Mapping[int, torch.Tensor], rows: int) -> list[float]:
+    total = torch.zeros(rows, dtype=torch.float64)
+    for layer, idx in indices.items():
+        total += recorded[layer][:, idx].double().sum(dim=1).cpu()
+    return total.tolist()
+
+
+def _argmax(values: Sequence[float], letters: Sequence[str]) -> str:
+    """The letter with the largest value; ties go to the earlier letter."""
+    return letters[max(range(len(letters)), key=lambda j: (values[j], -j))]
+
+
+@torch.no_grad()
+def _continuation_activations(model: nn.Module, prompt_ids: torch.Tensor, cache,
+                              full_ids: Sequence[torch.Tensor],
+                              pad_id: int) -> tuple[dict[int, torch.Tensor], str]:
+    """Down-projection inputs at the last token of each full sequence: {layer: (rows, n)}."""
+    from .scoring import left_padded_batch
+
+    length = prompt_ids.shape[1]
+    suffixes = [ids[length:] for ids in full_ids]
+    shared = (cache is not None
+              and all(len(ids) > length and torch.equal(ids[:length], prompt_ids[0])
+                      for ids in full_ids)
+              and len({len(s) for s in suffixes}) == 1)
+    base = model.base_model
+    device = prompt_ids.device
+    with record_last_position(model) as recorded:
+        if shared:
+            from transformers.cache_utils import Cache
+
+            layers = [_SharedPrefixLayer(layer.keys, layer.values) for layer in cache.layers]
+            base(input_ids=torch.stack(suffixes).to(device), past_key_values=Cache(layers=layers),
+                 use_cache=True)
+        else:
+            ids, mask, positions = left_padded_batch(list(full_ids), pad_id)
+            base(input_ids=ids.to(device), attention_mask=mask.to(device),
+                 position_ids=positions.to(device))
+    return dict(recorded), "shared_prefix" if shared else "full"
+
+
+def _pad_id(tokenizer) -> int:
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+@torch.no_grad()
+def neuron_based_predictions(model: nn.Module, tokenizer, queries: Sequence[Mapping],
+                             neurons_by_group: Mapping[str, set[Neuron] | Sequence[Neuron]], *,
+                             answer_token: str = "bare", joiner: str = JOINER,
+                             progress: bool = False) -> list[dict]:
+    """One record per held-out prompt, in dataset order (query, then template):
+
+    `id`, `group`, `prompt` (template index), `gold`, `n_neurons` (the domain's neuron count),
+    `neuron_scores` {A..D} (summed domain-neuron activation at the last token of
+    prompt + joiner + letter), `neuron_predicted` (argmax, None without domain neurons),
+    `letter_probs` {A..D} (full-softmax probability at the last prompt token), `prompt_predicted`
+    (argmax), `continuation` ("shared_prefix" or "full", see the module docstring).
+
+    Every query's group must be a key of `neurons_by_group` (`domain_neurons`)."""
+    from tqdm.auto import tqdm
+
+    letters = list(LETTERS)
+    letter_ids = letter_token_ids(tokenizer, answer_token, letters)
+    columns = torch.tensor([letter_ids[x] for x in letters], dtype=torch.long)
+    shape = grid_shape(model)
+    device = next(model.parameters()).device
+    pad_id = _pad_id(tokenizer)
+    indices: dict[str, dict[int, torch.Tensor]] = {}
+    records = []
+    for q_pos, query in enumerate(tqdm(queries, desc="neuron-based prediction",
+                                       disable=not progress), start=1):
+        try:
+            qid, group, prompts, answers = (query["id"], query["group"], query["prompts"],
+                                            query["answers"])
+        except (KeyError, TypeError) as exc:
+            raise InputError(f"held-out query {q_pos}: missing field {exc}") from None
+        if group not in neurons_by_group:
+            raise InputError(f"held-out query {qid!r}: group {group!r} has no domain neurons entry "
+                             f"(known groups: {sorted(neurons_by_group)})")
+        if len(prompts) != len(answers):
+            raise InputError(f"held-out query {qid!r}: {len(prompts)} prompts but "
+                             f"{len(answers)} answers")
+        if group not in indices:
+            indices[group] = _layer_indices(set(map(tuple, neurons_by_group[group])), shape,
+                                            group, device)
+        n_neurons = len(set(map(tuple, neurons_by_group[group])))
+        for k, (prompt, gold) in enumerate(zip(prompts, answers)):
+            if gold not in letter_ids:
+                raise InputError(f"held-out query {qid!r}, prompt {k}: gold letter {gold!r} is "
+                                 f"not one of {letters}")
+            prompt_ids = encode_prompt(tokenizer, prompt).to(device)
+            out = model(input_ids=prompt_ids, use_cache=True)
+            probs = torch.softmax(out.logits[0, -1].float(), dim=-1)[columns.to(device)]
+            letter_probs = [float(p) for p in probs.cpu()]
+            full_ids = [encode_prompt(tokenizer, prompt + joiner + x)[0].to(device)
+                        for x in letters]
+            recorded, path = _continuation_activations(
+                model, prompt_ids, getattr(out, "past_key_values", None), full_ids, pad_id)
+            scores = _neuron_sums(recorded, indices[group], len(letters))
+            records.append({
+                "id": qid, "group": group, "prompt": k, "gold": gold, "n_neurons": n_neurons,
+                "neuron_scores": dict(zip(letters, scores)),
+                "neuron_predicted": _argmax(scores, letters) if n_neurons else None,
+                "letter_probs": dict(zip(letters, letter_probs)),
+                "prompt_predicted": _argmax(letter_probs, letters),
+                "continuation": path,
+            })
+    return records
+
+
+def _paper_key(dataset: str, paper_datasets: Mapping[str, str | None] | None) -> str | None:
+    if paper_datasets is not None:
+        return paper_datasets.get(dataset)
+    return dataset if dataset == PAPER_DATASET else None
+
+
+def table7(records: Sequence[Mapping] | pd.DataFrame, paper: Mapping | None = None, *,
+           dataset: str = PAPER_DATASET,
+           paper_datasets: Mapping[str, str | None] | None = None) -> pd.DataFrame:
+    """Table 7: neuron-based vs prompt-based accuracy per group, beside the paper.
+
+    Columns `TABLE7_COLUMNS`: `queries` / `prompts` held-out counts, `neurons` the domain's neuron
+    count, `neuron_based` / `prompt_based` accuracies (share of prompts predicted correctly),
+    `agreement` the share of prompts where both decisions pick the same letter, the paper's values
+    (`paper`, default `qrnca.paper_values.TABLE7`) and ours minus the paper's. The paper's values
+    are filled in only when `dataset` is the paper's domain dataset (by default a dataset named
+    `domain`; `paper_datasets` maps other names, e.g. {"domain-released": "domain"}), so a demo
+    world's "biology" is never set beside the paper's. Groups in first-seen order, then `ALL`
+    (pooled over prompts; the paper has no overall value)."""
+    paper = paper_values.TABLE7 if paper is None else paper
+    frame = records if isinstance(records, pd.DataFrame) else pd.DataFrame.from_records(list(records))
+    needed = {"id", "group", "gold", "neuron_predicted", "prompt_predicted", "n_neurons"}
+    missing = needed - set(frame.columns)
+    if missing:
+        raise InputError(f"prediction records lack fields {sorted(missing)}")
+    compared = _paper_key(dataset, paper_datasets) == PAPER_DATASET
+    frame = frame.assign(
+        neuron_ok=frame["neuron_predicted"] == frame["gold"],
+        prompt_ok=frame["prompt_predicted"] == frame["gold"],
+        agree=frame["neuron_predicted"] == frame["prompt_predicted"],
+    )
+    rows = []
+    parts = [(g, part) for g, part in frame.groupby("group", sort=False)]
+    parts.append((OVERALL, frame))
+    for group, part in parts:
+        cell = paper.get(group, {}) if compared and group != OVERALL else {}
+        pn = cell.get("neuron_based")
+        pp = cell.get("prompt_based")
+        neurons = part["n_neurons"].iloc[0] if group != OVERALL and len(part) else math.nan
+        row = {
+            "dataset": dataset, "group": group, "queries": part["id"].nunique(),
+            "prompts": len(part), "neurons": neurons,
+            "neuron_based": float(part["neuron_ok"].mean()) if len(part) else math.nan,
+            "prompt_based": float(part["prompt_ok"].mean()) if len(part) else math.nan,
+            "agreement": float(part["agree"].mean()) if len(part) else math.nan,
+            "paper_neuron_based": math.nan if pn is None else float(pn),
+            "paper_prompt_based": math.nan if pp is None else float(pp),
+        }
+        row["diff_neuron_based"] = row["neuron_based"] - row["paper_neuron_based"]
+        row["diff_prompt_based"] = row["prompt_based"] - row["paper_prompt_based"]
+        rows.append(row)
+    return pd.DataFrame(rows, columns=list(TABLE7_COLUMNS))
+
+
+def write_predictions(path: str | os.PathLike, records: Sequence[Mapping]) -> int:
+    """Write per-prompt prediction records as JSON lines, atomically."""
+    return write_jsonl(path, records)
+
+
+def write_table7(path: str | os.PathLike, table: pd.DataFrame) -> None:
+    """Write a Table 7 DataFrame as CSV, atomically."""
+    with atomic_open(path) as fh:
+        table.to_csv(fh, index=False, lineterminator="\n")
