@@ -97,3 +97,19 @@ def encode_prompt(tokenizer, prompt: str) -> torch.Tensor:
     if bos is not None and (ids.shape[1] == 0 or ids[0, 0].item() != bos):
         ids = torch.cat([torch.tensor([[bos]]), ids], dim=1)
     return ids
+
+
+def download_model(spec: Mapping) -> dict:
+    """Download a hub model's files at its pinned revision into the Hugging Face cache (for a
+    login node with internet; compute nodes then load it offline with HF_HUB_OFFLINE=1)."""
+    from huggingface_hub import snapshot_download
+
+    if not spec.get("hf_id") or not spec.get("revision"):
+        raise InputError(f"model {spec.get('name')!r}: download needs 'hf_id' and a pinned 'revision'")
+    path = snapshot_download(
+        repo_id=spec["hf_id"],
+        revision=spec["revision"],
+        allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken"],
+    )
+    return {"name": spec["name"], "hf_id": spec["hf_id"], "revision": spec["revision"],
+            "resolved_revision": Path(path).name, "path": path}

@@ -36,6 +36,7 @@ wildcard_constraints:
     method="|".join(METHODS),
     op="boost|suppress",
     shard=r"\d+",
+    n=r"\d+",
 
 
 def model_dir(name):

@@ -13,11 +13,12 @@ rule evaluate:
             method=METHODS,
         ),
     output:
-        expand(
+        records=expand(
             "{results}/{{model}}/{{dataset}}/evaluation/{method}.jsonl",
             results=RESULTS,
             method=METHODS,
         ),
+        settings=f"{RESULTS}/{{model}}/{{dataset}}/evaluation/settings.json",
     params:
         spec=lambda wc: model_spec(wc.model),
         answer_token=config["answer_token"],

@@ -1,0 +1,10 @@
+"""Fetch a hub model at its pinned revision into the local cache (run on a login node)."""
+
+from qrnca.io import write_json
+from qrnca.models import download_model
+from qrnca.workflow import job
+
+with job(snakemake) as log:
+    record = download_model(snakemake.params.spec)
+    write_json(snakemake.output[0], record)
+    log.info("cached %s", record)
