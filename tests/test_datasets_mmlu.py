@@ -117,3 +117,17 @@ def test_split_and_bad_split():
         build_mmlu(MMLU, {"biology": 1}, split="train")
     with pytest.raises(InputError, match="count must be a positive integer"):
         build_mmlu(MMLU, {"biology": 0})
+
+
+def test_heldout_split_takes_every_eligible_row_via_config(tmp_path):
+    from qrnca.datasets import build_from_spec
+
+    root = MMLU
+    spec = {"name": "d", "source": "mmlu", "groups": {"biology": 1}, "split": "test"}
+    test_queries = build_from_spec(spec, str(root))
+    assert len(test_queries) == 1
+    subject = "biology"
+    n_rows = len(read_mmlu_csv(root / "val" / f"high_school_{subject}_val.csv"))
+    heldout = build_from_spec(spec, str(root), split="val")
+    assert 1 <= len(heldout) <= n_rows
+    assert all(q["id"].startswith("mmlu-biology-val-") for q in heldout)

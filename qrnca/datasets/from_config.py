@@ -34,16 +34,17 @@ def load_instructions(path: str | None) -> dict | None:
 
 
 def build_from_spec(spec: Mapping, raw: str, *, split: str | None = None) -> list[dict]:
-    """Queries of the dataset described by `spec`, read from `raw`; `split` overrides the MMLU
-    split (used for the held-out questions of Table 7)."""
+    """Queries of the dataset described by `spec`, read from `raw`. `split` selects another MMLU
+    split and takes all of its eligible questions per subject: the held-out questions of Table 7."""
     source = spec["source"]
     if source != "released":
         for mismatch in verify_local(raw, source):
             log.warning("checksum differs from the pinned release: %s", mismatch)
     if source == "mmlu":
+        groups = spec["groups"] if split is None else {g: None for g in spec["groups"]}
         return build_mmlu(
             raw,
-            spec["groups"],
+            groups,
             split=split or spec.get("split", "test"),
             seed=spec.get("seed", 0),
             max_prompt_chars=spec.get("max_prompt_chars"),

@@ -126,7 +126,7 @@ def prompt_chars(row: MmluRow, templates: Sequence[PromptTemplate] = MMLU_TEMPLA
 
 def select_first_n(
     rows: Sequence[MmluRow],
-    n: int,
+    n: int | None,
     *,
     subject: str,
     file: Path,
@@ -134,7 +134,8 @@ def select_first_n(
     duplicate_options: str = "skip",
     templates: Sequence[PromptTemplate] = MMLU_TEMPLATES,
 ) -> list[MmluRow]:
-    """Decision `selection: first_n`: the first `n` eligible rows in file order.
+    """Decision `selection: first_n`: the first `n` eligible rows in file order (`n=None`: all of
+    them, as for the held-out questions of Table 7).
 
     Eligible: all prompts at most `max_prompt_chars` long (None = no limit) and four distinct
     options. Fewer eligible rows than `n` raises `DatasetError` naming subject, file and count.
@@ -151,6 +152,8 @@ def select_first_n(
         if max_prompt_chars is not None and prompt_chars(row, templates) > max_prompt_chars:
             continue
         eligible.append(row)
+    if n is None:
+        return eligible
     if len(eligible) < n:
         limit = "" if max_prompt_chars is None else f" with prompts of at most {max_prompt_chars} characters"
         raise DatasetError(
@@ -203,7 +206,8 @@ def build_mmlu(
 ) -> list[dict]:
     """Build the domain dataset: for each subject (in the given order) its first n eligible rows.
 
-    `subjects` maps short names (`biology`, ...; see `PAPER_SUBJECTS`) to counts. A subject with
+    `subjects` maps short names (`biology`, ...; see `PAPER_SUBJECTS`) to counts (None: every
+    eligible row). A subject with
     no `high_school_{subject}_{split}.csv` under `root` raises `InputError` listing the available
     ones. Every file is fully validated (`read_mmlu_csv`), and the result by `validate_queries`.
     """
@@ -220,8 +224,11 @@ def build_mmlu(
                 f"unknown MMLU subject {subject!r}: no {FILE_PREFIX}{subject}_{split}.csv in {where} "
                 f"(known: {', '.join(known) or 'none'})"
             )
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise InputError(f"MMLU subject {subject!r}: count must be a positive integer, got {n!r}")
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+            raise InputError(
+                f"MMLU subject {subject!r}: count must be a positive integer (or None for all "
+                f"rows), got {n!r}"
+            )
     queries = []
     for subject, n in subjects.items():
         path = subject_file(root, subject, split)
