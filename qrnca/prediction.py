@@ -71,27 +71,24 @@ def heldout_queries(root: str | os.PathLike, groups: Sequence[str], *, split: st
                     seed: int = 0, max_prompt_chars: int | None = None,
                     max_per_group: int | None = None) -> list[dict]:
     """Every eligible question of each subject's held-out MMLU split (default `val`), rendered as
-    3-prompt queries by `build_mmlu` (same templates, option shuffling seeded by `seed`).
+    3-prompt queries by `build_mmlu` (same templates, option shuffling seeded by `seed`), as the
+    workflow's `build_from_spec(spec, raw, split=...)` does. `max_per_group` keeps only the first
+    questions of each subject in file order (for quick runs)."""
+    from .datasets.mmlu import build_mmlu
 
-    Eligible is `build_mmlu`'s rule (four distinct options, prompts within `max_prompt_chars`);
-    `max_per_group` caps the count (first questions in file order)."""
-    from .datasets.instructions import MMLU_TEMPLATES
-    from .datasets.mmlu import build_mmlu, prompt_chars, read_mmlu_csv, subject_file
-
-    counts = {}
-    for group in groups:
-        path = subject_file(root, group, split)
-        if not path.exists():
-            raise InputError(f"held-out questions of {group!r}: no file {path}")
-        rows = read_mmlu_csv(path, name=f"{split}/{path.name}")
-        n = sum(1 for r in rows if r.distinct_options and (
-            max_prompt_chars is None or prompt_chars(r, MMLU_TEMPLATES) <= max_prompt_chars))
-        if max_per_group is not None:
-            n = min(n, max_per_group)
-        if n < 1:
-            raise InputError(f"held-out questions of {group!r}: no eligible question in {path}")
-        counts[group] = n
-    return build_mmlu(root, counts, split=split, seed=seed, max_prompt_chars=max_prompt_chars)
+    if max_per_group is not None and (not isinstance(max_per_group, int) or max_per_group < 1):
+        raise InputError(f"max_per_group must be a positive integer or None, got {max_per_group!r}")
+    queries = build_mmlu(root, {g: None for g in groups}, split=split, seed=seed,
+                         max_prompt_chars=max_prompt_chars)
+    if max_per_group is None:
+        return queries
+    kept: dict[str, int] = {}
+    out = []
+    for query in queries:
+        if kept.get(query["group"], 0) < max_per_group:
+            kept[query["group"]] = kept.get(query["group"], 0) + 1
+            out.append(query)
+    return out
 
 
 def _layer_indices(neurons: set[Neuron], shape: tuple[int, int], group: str,

@@ -167,5 +167,5 @@ def test_heldout_queries_are_every_eligible_validation_question():
     assert all(len(q["prompts"]) == 3 and "-val-" in q["id"] for q in queries)
     capped = pr.heldout_queries(_shared_data() / "mmlu", ["geography"], max_per_group=5)
     assert len(capped) == 5
-    with pytest.raises(InputError, match="no file"):
+    with pytest.raises(InputError, match="astrology"):
         pr.heldout_queries(_shared_data() / "mmlu", ["astrology"])
