@@ -122,16 +122,18 @@ def run_with_slurm_stubs(
     profile: str | os.PathLike = PROFILE,
     fast_status: bool = True,
     timeout: float = 600,
+    state_dir: str | os.PathLike | None = None,
 ) -> StubRun:
     """Run `python -m snakemake --profile <profile> <args>` in `workdir` against the stub SLURM.
 
     env: extra / overriding environment (a value of None removes the variable, e.g.
     {"QRNCA_SLURM_ACCOUNT": None} to test the unset case). fast_status polls job status after 1 s
-    instead of the plugin's 40 s. Stub state and the call log go to <workdir>/.slurm_stub/.
+    instead of the plugin's 40 s. Stub state and the call log go to `state_dir` (default
+    <workdir>/.slurm_stub/; pass one outside a git checkout to keep the tree clean).
     Jobs still running when Snakemake exits or times out are killed.
     """
     workdir = Path(workdir)
-    state_dir = workdir / ".slurm_stub"
+    state_dir = Path(state_dir) if state_dir is not None else workdir / ".slurm_stub"
     (state_dir / "jobs").mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "snakemake", "--profile", str(profile)]
     if fast_status:
