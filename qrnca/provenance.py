@@ -405,11 +405,19 @@ def build_record(outputs: Any, inputs: Any, rule: str, params: Any = None,
 
 
 def _code_info(root: Path) -> dict:
+    """The workdir's git state; when the qrnca package that ran lives in another tree (a
+    workdir outside the checkout, or an editable install elsewhere), that tree's state too."""
     info = git_info(root)
+    package_dir = Path(__file__).resolve().parent
+    try:
+        package_dir.relative_to(root.resolve())
+        return info
+    except ValueError:
+        pass
+    package = {"path": str(package_dir), **git_info(package_dir)}
     if info["commit"] == "unknown":
-        # a workdir outside the repository: the code is wherever this package lives
-        info = git_info(Path(__file__).resolve().parent)
-    return info
+        return {**package, "workdir": info}
+    return {**info, "qrnca": package}
 
 
 def write_records(outputs: Any, inputs: Any, rule: str, params: Any = None,

@@ -79,7 +79,10 @@ def test_records_hold_checksums_params_config_and_environment(chain):
     assert csv_rec["extra"] == {"note": "kept"}
     assert set(prov.PACKAGES) | {"python"} <= set(csv_rec["packages"])
     assert csv_rec["packages"]["torch"] and csv_rec["packages"]["snakemake"]
-    assert csv_rec["code"]["commit"]  # a hex commit in the repo, "unknown" elsewhere
+    # tmp_path is outside any git tree: the code version is that of the qrnca package that ran
+    assert csv_rec["code"]["workdir"] == {"commit": "unknown", "dirty": None}
+    assert csv_rec["code"]["path"] == str(Path(prov.__file__).resolve().parent)
+    assert csv_rec["code"]["commit"]
     assert csv_rec["wall_time_s"] >= 0 and csv_rec["finished"] >= csv_rec["started"]
     assert csv_rec["host"]["hostname"]
     ds_rec = json.loads((chain / "results/provenance/results/datasets/domain.jsonl.json").read_text())
