@@ -86,7 +86,7 @@ class RowProbabilities:
         return [self.letters[j] for j in self.letter_probs.argmax(axis=1)]
 
 
-class _SharedPrefixLayer(DynamicLayer):
+class SharedPrefixLayer(DynamicLayer):
     """One layer's prefix keys / values (batch 1), served to a batch of single-token rows.
 
     `update` returns the prefix expanded to the rows' batch with the rows' own key / value appended,
@@ -141,7 +141,7 @@ class SharedPrefix:
         self.input_ids = input_ids.to(self.device)
         self.length = self.input_ids.shape[1]
         self.shape = grid_shape(model)
-        self._layers: list[_SharedPrefixLayer] | None = None
+        self._layers: list[SharedPrefixLayer] | None = None
         if self.length > 1:
             with torch.no_grad():
                 out = model.base_model(self.input_ids[:, :-1], use_cache=True)
@@ -152,7 +152,7 @@ class SharedPrefix:
                     raise InputError(
                         f"prompt of {self.length} tokens is longer than the sliding window "
                         f"({window}): the shared-prefix evaluation assumes full attention")
-            self._layers = [_SharedPrefixLayer(layer.keys, layer.values) for layer in cache.layers]
+            self._layers = [SharedPrefixLayer(layer.keys, layer.values) for layer in cache.layers]
 
     def _cache(self) -> Cache | None:
         return None if self._layers is None else Cache(layers=list(self._layers))

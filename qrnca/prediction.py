@@ -42,7 +42,7 @@ from torch import nn
 from . import paper_values
 from .analysis import group_neuron_sets
 from .errors import InputError
-from .interventions import _SharedPrefixLayer
+from .interventions import SharedPrefixLayer
 from .io import atomic_open, write_jsonl
 from .layouts import grid_shape, record_last_position
 from .models import LETTERS, encode_prompt, letter_token_ids
@@ -136,7 +136,7 @@ def _continuation_activations(model: nn.Module, prompt_ids: torch.Tensor, cache,
         if shared:
             from transformers.cache_utils import Cache
 
-            layers = [_SharedPrefixLayer(layer.keys, layer.values) for layer in cache.layers]
+            layers = [SharedPrefixLayer(layer.keys, layer.values) for layer in cache.layers]
             base(input_ids=torch.stack(suffixes).to(device), past_key_values=Cache(layers=layers),
                  use_cache=True)
         else:

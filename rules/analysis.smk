@@ -74,3 +74,100 @@ rule fig5:
         f"{RESULTS}/logs/fig5/{{model}}/{{dataset}}.log",
     script:
         "../workflow_scripts/fig5.py"
+
+
+rule table5_common_tokens:
+    """Table 5: top vocabulary tokens of each common neuron's down-projection column."""
+    input:
+        model=model_input,
+        common=f"{RESULTS}/{{model}}/{{dataset}}/neurons/common.json",
+    output:
+        table=report(
+            f"{RESULTS}/{{model}}/tables/table5_common_tokens_{{dataset}}.csv",
+            caption="../report/table5.rst",
+            category="Tables",
+        ),
+        summary=f"{RESULTS}/{{model}}/tables/table5_common_tokens_{{dataset}}.json",
+    params:
+        spec=lambda wc: model_spec(wc.model),
+        top_k=config["analysis"]["common_top_tokens"],
+        device=config["evaluation"]["device"] or config["attribution"]["device"],
+    resources:
+        gpu=1,
+        mem_mb=32000,
+        runtime=30,
+    log:
+        f"{RESULTS}/logs/table5/{{model}}/{{dataset}}.log",
+    script:
+        "../workflow_scripts/table5.py"
+
+
+rule predict_neurons:
+    """Neuron-based vs prompt-based prediction on the held-out questions of each domain."""
+    input:
+        model=model_input,
+        raw=raw_input,
+        qrnca=f"{RESULTS}/{{model}}/{{dataset}}/neurons/qrnca.jsonl",
+    output:
+        f"{RESULTS}/{{model}}/{{dataset}}/prediction.jsonl",
+    params:
+        spec=lambda wc: model_spec(wc.model),
+        dataset=lambda wc: DATASETS[wc.dataset],
+        answer_token=config["answer_token"],
+        device=config["evaluation"]["device"] or config["attribution"]["device"],
+    resources:
+        gpu=1,
+        mem_mb=32000,
+        runtime=60,
+    log:
+        f"{RESULTS}/logs/predict_neurons/{{model}}/{{dataset}}.log",
+    script:
+        "../workflow_scripts/predict_neurons.py"
+
+
+rule table7:
+    """Table 7: neuron-based vs prompt-based accuracy per domain, beside the paper."""
+    input:
+        lambda wc: expand(
+            "{results}/{model}/{dataset}/prediction.jsonl",
+            results=RESULTS,
+            model=wc.model,
+            dataset=mmlu_datasets(),
+        ),
+    output:
+        report(
+            f"{RESULTS}/{{model}}/tables/table7_prediction.csv",
+            caption="../report/table7.rst",
+            category="Tables",
+        ),
+    params:
+        datasets=mmlu_datasets(),
+    log:
+        f"{RESULTS}/logs/table7/{{model}}.log",
+    script:
+        "../workflow_scripts/table7.py"
+
+
+rule paper_comparison:
+    """Every number the paper reports beside ours, per model; missing ones are marked."""
+    input:
+        table3=expand("{results}/{model}/tables/table3_qr_neurons.csv", results=RESULTS, model=MODELS),
+        table4=expand("{results}/{model}/tables/table4_pcr.csv", results=RESULTS, model=MODELS),
+        table6=expand("{results}/{model}/tables/table6_editing.csv", results=RESULTS, model=MODELS),
+        table7=expand("{results}/{model}/tables/table7_prediction.csv", results=RESULTS, model=MODELS)
+        if mmlu_datasets()
+        else [],
+        fig2a=expand("{results}/{model}/tables/fig2a_overlap.csv", results=RESULTS, model=MODELS),
+    output:
+        md=report(
+            f"{RESULTS}/paper_comparison.md",
+            caption="../report/paper_comparison.rst",
+            category="Paper comparison",
+        ),
+        csv=f"{RESULTS}/paper_comparison.csv",
+    params:
+        models=list(MODELS),
+    log:
+        f"{RESULTS}/logs/paper_comparison.log",
+    script:
+        "../workflow_scripts/paper_comparison.py"

@@ -101,7 +101,7 @@ def mmlu_datasets():
 
 
 def all_targets():
-    targets = []
+    targets = [f"{RESULTS}/paper_comparison.md"]
     for model in MODELS:
         targets += [
             f"{RESULTS}/{model}/tables/table3_qr_neurons.csv",
@@ -113,6 +113,7 @@ def all_targets():
         for dataset in DATASETS:
             targets.append(f"{RESULTS}/{model}/{dataset}/accuracy.csv")
             targets.append(f"{RESULTS}/{model}/figures/fig5_heatmap_{dataset}.pdf")
+            targets.append(f"{RESULTS}/{model}/tables/table5_common_tokens_{dataset}.csv")
             targets += expand(
                 "{results}/{model}/figures/fig3_{op}_{dataset}.pdf",
                 results=RESULTS,

@@ -37,7 +37,7 @@ def build_from_spec(spec: Mapping, raw: str, *, split: str | None = None) -> lis
     """Queries of the dataset described by `spec`, read from `raw`. `split` selects another MMLU
     split and takes all of its eligible questions per subject: the held-out questions of Table 7."""
     source = spec["source"]
-    if source != "released":
+    if source != "released" and spec.get("verify_checksums", True):
         for mismatch in verify_local(raw, source):
             log.warning("checksum differs from the pinned release: %s", mismatch)
     if source == "mmlu":

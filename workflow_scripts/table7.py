@@ -1,0 +1,16 @@
+"""Table 7: neuron-based vs prompt-based accuracy per domain, with the paper's values."""
+
+import pandas as pd
+
+from qrnca.io import read_jsonl
+from qrnca.prediction import table7, write_table7
+from qrnca.workflow import job
+
+with job(snakemake) as log:
+    tables = [
+        table7(read_jsonl(path), dataset=dataset)
+        for dataset, path in zip(snakemake.params.datasets, snakemake.input)
+    ]
+    table = pd.concat(tables, ignore_index=True)
+    write_table7(snakemake.output[0], table)
+    log.info("\n%s", table.to_string(index=False))
