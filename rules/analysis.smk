@@ -1,15 +1,6 @@
 # Analyses of the QR neurons (CPU): Figures 2a, 2b and 5.
 
 
-def qrnca_files(wildcards):
-    return expand(
-        "{results}/{model}/{dataset}/neurons/qrnca.jsonl",
-        results=RESULTS,
-        model=wildcards.model,
-        dataset=DATASETS,
-    )
-
-
 rule fig2a:
     """Figure 2a: overlap between the QR-neuron sets of each pair of groups, per dataset."""
     input:
@@ -22,11 +13,13 @@ rule fig2a:
         ),
         png=f"{RESULTS}/{{model}}/figures/fig2a_overlap.png",
         csv=f"{RESULTS}/{{model}}/tables/fig2a_overlap.csv",
+    log:
+        f"{RESULTS}/logs/fig2a/{{model}}.log",
+    conda:
+        "../envs/cpu.yaml"
     params:
         datasets=list(DATASETS),
         measure=config["analysis"]["overlap"],
-    log:
-        f"{RESULTS}/logs/fig2a/{{model}}.log",
     script:
         "../workflow_scripts/fig2a.py"
 
@@ -49,10 +42,12 @@ rule fig2b:
         ),
         png=f"{RESULTS}/{{model}}/figures/fig2b_layers.png",
         csv=f"{RESULTS}/{{model}}/tables/fig2b_layers.csv",
-    params:
-        datasets=list(DATASETS),
     log:
         f"{RESULTS}/logs/fig2b/{{model}}.log",
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        datasets=list(DATASETS),
     script:
         "../workflow_scripts/fig2b.py"
 
@@ -68,10 +63,12 @@ rule fig5:
             category="Figures",
         ),
         png=f"{RESULTS}/{{model}}/figures/fig5_heatmap_{{dataset}}.png",
-    params:
-        bins=config["analysis"]["heatmap_bins"],
     log:
         f"{RESULTS}/logs/fig5/{{model}}/{{dataset}}.log",
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        bins=config["analysis"]["heatmap_bins"],
     script:
         "../workflow_scripts/fig5.py"
 
@@ -88,16 +85,18 @@ rule table5_common_tokens:
             category="Tables",
         ),
         summary=f"{RESULTS}/{{model}}/tables/table5_common_tokens_{{dataset}}.json",
-    params:
-        spec=lambda wc: model_spec(wc.model),
-        top_k=config["analysis"]["common_top_tokens"],
-        device=config["evaluation"]["device"] or config["attribution"]["device"],
+    log:
+        f"{RESULTS}/logs/table5/{{model}}/{{dataset}}.log",
+    conda:
+        "../envs/gpu.yaml"
     resources:
         gpu=1,
         mem_mb=32000,
         runtime=30,
-    log:
-        f"{RESULTS}/logs/table5/{{model}}/{{dataset}}.log",
+    params:
+        spec=lambda wc: model_spec(wc.model),
+        top_k=config["analysis"]["common_top_tokens"],
+        device=config["evaluation"]["device"] or config["attribution"]["device"],
     script:
         "../workflow_scripts/table5.py"
 
@@ -110,17 +109,19 @@ rule predict_neurons:
         qrnca=f"{RESULTS}/{{model}}/{{dataset}}/neurons/qrnca.jsonl",
     output:
         f"{RESULTS}/{{model}}/{{dataset}}/prediction.jsonl",
+    log:
+        f"{RESULTS}/logs/predict_neurons/{{model}}/{{dataset}}.log",
+    conda:
+        "../envs/gpu.yaml"
+    resources:
+        gpu=1,
+        mem_mb=32000,
+        runtime=60,
     params:
         spec=lambda wc: model_spec(wc.model),
         dataset=lambda wc: DATASETS[wc.dataset],
         answer_token=config["answer_token"],
         device=config["evaluation"]["device"] or config["attribution"]["device"],
-    resources:
-        gpu=1,
-        mem_mb=32000,
-        runtime=60,
-    log:
-        f"{RESULTS}/logs/predict_neurons/{{model}}/{{dataset}}.log",
     script:
         "../workflow_scripts/predict_neurons.py"
 
@@ -140,10 +141,12 @@ rule table7:
             caption="../report/table7.rst",
             category="Tables",
         ),
-    params:
-        datasets=mmlu_datasets(),
     log:
         f"{RESULTS}/logs/table7/{{model}}.log",
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        datasets=mmlu_datasets(),
     script:
         "../workflow_scripts/table7.py"
 
@@ -151,13 +154,31 @@ rule table7:
 rule paper_comparison:
     """Every number the paper reports beside ours, per model; missing ones are marked."""
     input:
-        table3=expand("{results}/{model}/tables/table3_qr_neurons.csv", results=RESULTS, model=MODELS),
-        table4=expand("{results}/{model}/tables/table4_pcr.csv", results=RESULTS, model=MODELS),
-        table6=expand("{results}/{model}/tables/table6_editing.csv", results=RESULTS, model=MODELS),
-        table7=expand("{results}/{model}/tables/table7_prediction.csv", results=RESULTS, model=MODELS)
-        if mmlu_datasets()
-        else [],
-        fig2a=expand("{results}/{model}/tables/fig2a_overlap.csv", results=RESULTS, model=MODELS),
+        table3=expand(
+            "{results}/{model}/tables/table3_qr_neurons.csv",
+            results=RESULTS,
+            model=MODELS,
+        ),
+        table4=expand(
+            "{results}/{model}/tables/table4_pcr.csv", results=RESULTS, model=MODELS
+        ),
+        table6=expand(
+            "{results}/{model}/tables/table6_editing.csv",
+            results=RESULTS,
+            model=MODELS,
+        ),
+        table7=(
+            expand(
+                "{results}/{model}/tables/table7_prediction.csv",
+                results=RESULTS,
+                model=MODELS,
+            )
+            if mmlu_datasets()
+            else []
+        ),
+        fig2a=expand(
+            "{results}/{model}/tables/fig2a_overlap.csv", results=RESULTS, model=MODELS
+        ),
     output:
         md=report(
             f"{RESULTS}/paper_comparison.md",
@@ -165,9 +186,11 @@ rule paper_comparison:
             category="Paper comparison",
         ),
         csv=f"{RESULTS}/paper_comparison.csv",
-    params:
-        models=list(MODELS),
     log:
         f"{RESULTS}/logs/paper_comparison.log",
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        models=list(MODELS),
     script:
         "../workflow_scripts/paper_comparison.py"

@@ -15,7 +15,9 @@ if len(MODELS) != len(config["models"]):
 if len(DATASETS) != len(config["datasets"]):
     raise ValueError("config: dataset names must be unique")
 if "qrnca" not in METHODS:
-    raise ValueError("config: 'methods' must include qrnca (baselines take its neuron counts)")
+    raise ValueError(
+        "config: 'methods' must include qrnca (baselines take its neuron counts)"
+    )
 for _m in MODELS.values():
     for _d in _m.get("train", {}).get("datasets", []):
         if _d not in DATASETS:
@@ -92,10 +94,6 @@ def attribution_shards(wildcards):
     )
 
 
-def neuron_file(method):
-    return f"{RESULTS}/{{model}}/{{dataset}}/neurons/{method}.jsonl"
-
-
 def mmlu_datasets():
     return [n for n, d in DATASETS.items() if d["source"] == "mmlu"]
 
@@ -113,7 +111,9 @@ def all_targets():
         for dataset in DATASETS:
             targets.append(f"{RESULTS}/{model}/{dataset}/accuracy.csv")
             targets.append(f"{RESULTS}/{model}/figures/fig5_heatmap_{dataset}.pdf")
-            targets.append(f"{RESULTS}/{model}/tables/table5_common_tokens_{dataset}.csv")
+            targets.append(
+                f"{RESULTS}/{model}/tables/table5_common_tokens_{dataset}.csv"
+            )
             targets += expand(
                 "{results}/{model}/figures/fig3_{op}_{dataset}.pdf",
                 results=RESULTS,
@@ -122,3 +122,22 @@ def all_targets():
                 dataset=dataset,
             )
     return targets
+
+
+def qrnca_files(wildcards):
+    return expand(
+        "{results}/{model}/{dataset}/neurons/qrnca.jsonl",
+        results=RESULTS,
+        model=wildcards.model,
+        dataset=DATASETS,
+    )
+
+
+def evaluation_files(wildcards):
+    return expand(
+        "{results}/{model}/{dataset}/evaluation/{method}.jsonl",
+        results=RESULTS,
+        model=wildcards.model,
+        dataset=DATASETS,
+        method=METHODS,
+    )

@@ -14,6 +14,8 @@ rule fetch_raw:
         "resources/logs/fetch_raw_{source}.log",
     wildcard_constraints:
         source="mmlu|mlama",
+    conda:
+        "../envs/cpu.yaml"
     script:
         "../workflow_scripts/fetch_raw.py"
 
@@ -26,6 +28,8 @@ rule fetch_released:
         "resources/logs/fetch_released_{file}.log",
     wildcard_constraints:
         file="subject_qa.json|language_qa.json",
+    conda:
+        "../envs/cpu.yaml"
     script:
         "../workflow_scripts/fetch_raw.py"
 
@@ -36,10 +40,12 @@ rule demo_world:
         mmlu=directory(f"{RESULTS}/demo_world/mmlu"),
         mlama=directory(f"{RESULTS}/demo_world/mlama"),
         statements=f"{RESULTS}/demo_world/statements.txt",
-    params:
-        seed=config.get("demo_world", {}).get("seed", 0),
     log:
         f"{RESULTS}/logs/demo_world.log",
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        seed=config.get("demo_world", {}).get("seed", 0),
     script:
         "../workflow_scripts/demo_world.py"
 
@@ -50,9 +56,11 @@ rule build_dataset:
         raw=raw_input,
     output:
         f"{RESULTS}/datasets/{{dataset}}.jsonl",
-    params:
-        spec=lambda wc: DATASETS[wc.dataset],
     log:
         f"{RESULTS}/logs/datasets/{{dataset}}.log",
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        spec=lambda wc: DATASETS[wc.dataset],
     script:
         "../workflow_scripts/build_dataset.py"

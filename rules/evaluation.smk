@@ -19,30 +19,22 @@ rule evaluate:
             method=METHODS,
         ),
         settings=f"{RESULTS}/{{model}}/{{dataset}}/evaluation/settings.json",
+    log:
+        f"{RESULTS}/logs/evaluate/{{model}}/{{dataset}}.log",
+    conda:
+        "../envs/gpu.yaml"
+    resources:
+        gpu=1,
+        mem_mb=lambda wc, attempt: 32000 * attempt,
+        runtime=lambda wc, attempt: 120 * attempt,
     params:
         spec=lambda wc: model_spec(wc.model),
         answer_token=config["answer_token"],
         settings=config["evaluation"],
         methods=METHODS,
         device=config["evaluation"]["device"] or config["attribution"]["device"],
-    resources:
-        gpu=1,
-        mem_mb=lambda wc, attempt: 32000 * attempt,
-        runtime=lambda wc, attempt: 120 * attempt,
-    log:
-        f"{RESULTS}/logs/evaluate/{{model}}/{{dataset}}.log",
     script:
         "../workflow_scripts/evaluate.py"
-
-
-def evaluation_files(wildcards):
-    return expand(
-        "{results}/{model}/{dataset}/evaluation/{method}.jsonl",
-        results=RESULTS,
-        model=wildcards.model,
-        dataset=DATASETS,
-        method=METHODS,
-    )
 
 
 rule table4:
@@ -55,12 +47,14 @@ rule table4:
             caption="../report/table4.rst",
             category="Tables",
         ),
+    log:
+        f"{RESULTS}/logs/table4/{{model}}.log",
+    conda:
+        "../envs/cpu.yaml"
     params:
         settings=config["evaluation"],
         datasets=list(DATASETS),
         methods=METHODS,
-    log:
-        f"{RESULTS}/logs/table4/{{model}}.log",
     script:
         "../workflow_scripts/table4.py"
 
@@ -75,11 +69,13 @@ rule table6:
             caption="../report/table6.rst",
             category="Tables",
         ),
+    log:
+        f"{RESULTS}/logs/table6/{{model}}.log",
+    conda:
+        "../envs/cpu.yaml"
     params:
         datasets=list(DATASETS),
         methods=METHODS,
-    log:
-        f"{RESULTS}/logs/table6/{{model}}.log",
     script:
         "../workflow_scripts/table6.py"
 
@@ -95,10 +91,12 @@ rule fig3:
             category="Figures",
         ),
         png=f"{RESULTS}/{{model}}/figures/fig3_{{op}}_{{dataset}}.png",
+    log:
+        f"{RESULTS}/logs/fig3/{{model}}/{{op}}_{{dataset}}.log",
+    conda:
+        "../envs/cpu.yaml"
     params:
         settings=config["evaluation"],
         dpi=config["analysis"]["figure_dpi"],
-    log:
-        f"{RESULTS}/logs/fig3/{{model}}/{{op}}_{{dataset}}.log",
     script:
         "../workflow_scripts/fig3.py"

@@ -10,10 +10,12 @@ rule download_model:
     (snakemake --until download_model) when compute nodes have no internet."""
     output:
         "resources/models/{model}.json",
-    params:
-        spec=lambda wc: model_spec(wc.model),
     log:
         "resources/logs/download_model_{model}.log",
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        spec=lambda wc: model_spec(wc.model),
     script:
         "../workflow_scripts/download_model.py"
 
@@ -21,19 +23,23 @@ rule download_model:
 rule train_demo_model:
     """Train the demo's tiny Llama and word-level tokenizer on CPU on its own MCQ prompts."""
     input:
-        datasets=lambda wc: [dataset_file(d) for d in MODELS[wc.model]["train"]["datasets"]],
+        datasets=lambda wc: [
+            dataset_file(d) for d in MODELS[wc.model]["train"]["datasets"]
+        ],
         statements=f"{RESULTS}/demo_world/statements.txt",
         heldout=lambda wc: [
             raw_input_of(d) for d in MODELS[wc.model]["train"]["datasets"]
         ],
     output:
         directory(f"{RESULTS}/models/{{model}}"),
+    log:
+        f"{RESULTS}/logs/train_demo_model/{{model}}.log",
+    conda:
+        "../envs/cpu.yaml"
+    threads: 2
     params:
         spec=lambda wc: model_spec(wc.model),
         datasets=DATASETS,
-    threads: 2
-    log:
-        f"{RESULTS}/logs/train_demo_model/{{model}}.log",
     script:
         "../workflow_scripts/train_demo_model.py"
 
@@ -46,15 +52,17 @@ rule score_accuracy:
     output:
         table=f"{RESULTS}/{{model}}/{{dataset}}/accuracy.csv",
         scores=f"{RESULTS}/{{model}}/{{dataset}}/scores.jsonl",
-    params:
-        spec=lambda wc: model_spec(wc.model),
-        answer_token=config["answer_token"],
-        device=config["attribution"]["device"],
+    log:
+        f"{RESULTS}/logs/score_accuracy/{{model}}/{{dataset}}.log",
+    conda:
+        "../envs/gpu.yaml"
     resources:
         gpu=1,
         mem_mb=32000,
         runtime=60,
-    log:
-        f"{RESULTS}/logs/score_accuracy/{{model}}/{{dataset}}.log",
+    params:
+        spec=lambda wc: model_spec(wc.model),
+        answer_token=config["answer_token"],
+        device=config["attribution"]["device"],
     script:
         "../workflow_scripts/score_accuracy.py"

@@ -11,10 +11,12 @@ rule select_qrnca:
         with_common=f"{RESULTS}/{{model}}/{{dataset}}/neurons/qrnca_with_common.jsonl",
         common=f"{RESULTS}/{{model}}/{{dataset}}/neurons/common.json",
         clusters=f"{RESULTS}/{{model}}/{{dataset}}/neurons/cluster_scores.jsonl",
-    params:
-        settings=config["selection"],
     log:
         f"{RESULTS}/logs/select_qrnca/{{model}}/{{dataset}}.log",
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        settings=config["selection"],
     script:
         "../workflow_scripts/select_qrnca.py"
 
@@ -26,12 +28,14 @@ rule baseline_neurons:
         qrnca=f"{RESULTS}/{{model}}/{{dataset}}/neurons/qrnca.jsonl",
     output:
         f"{RESULTS}/{{model}}/{{dataset}}/neurons/{{baseline}}.jsonl",
-    wildcard_constraints:
-        baseline="knowledge_neuron|activation|random|logprob_increase",
-    params:
-        settings=config["selection"],
     log:
         f"{RESULTS}/logs/baseline_neurons/{{model}}/{{dataset}}/{{baseline}}.log",
+    wildcard_constraints:
+        baseline="knowledge_neuron|activation|random|logprob_increase",
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        settings=config["selection"],
     script:
         "../workflow_scripts/baseline_neurons.py"
 
@@ -50,9 +54,11 @@ rule table3:
             caption="../report/table3.rst",
             category="Tables",
         ),
-    params:
-        datasets=list(DATASETS),
     log:
         f"{RESULTS}/logs/table3/{{model}}.log",
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        datasets=list(DATASETS),
     script:
         "../workflow_scripts/table3.py"
