@@ -91,8 +91,8 @@ rule table5_common_tokens:
         "../envs/gpu.yaml"
     resources:
         gpu=1,
-        mem_mb=32000,
-        runtime=30,
+        mem_mb=lambda wc, attempt: 32000 * attempt,
+        runtime=lambda wc, attempt: 30 * attempt,
     params:
         spec=lambda wc: model_spec(wc.model),
         top_k=config["analysis"]["common_top_tokens"],
@@ -115,8 +115,8 @@ rule predict_neurons:
         "../envs/gpu.yaml"
     resources:
         gpu=1,
-        mem_mb=32000,
-        runtime=60,
+        mem_mb=lambda wc, attempt: 32000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
     params:
         spec=lambda wc: model_spec(wc.model),
         dataset=lambda wc: DATASETS[wc.dataset],

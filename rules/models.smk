@@ -58,8 +58,8 @@ rule score_accuracy:
         "../envs/gpu.yaml"
     resources:
         gpu=1,
-        mem_mb=32000,
-        runtime=60,
+        mem_mb=lambda wc, attempt: 32000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
     params:
         spec=lambda wc: model_spec(wc.model),
         answer_token=config["answer_token"],
