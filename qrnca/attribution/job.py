@@ -1,0 +1,248 @@
+"""The per-shard attribution job: IG of every prompt of every query, written resumably.
+
+Output: the "Attribution" records of docs/formats.md, one finished query per line. The job
+appends each finished query to `out_path + ".partial"` and flushes and fsyncs it, so a killed job
+keeps what it finished; a rerun reads the finished ids (dropping a truncated last line) and
+computes only the rest. When every query of the shard is done, the lines are put in shard order
+and written atomically to `out_path`, and the partial file is removed. The settings the partial
+file was made with are kept beside it (`.partial.settings.json`); resuming with other settings is
+an error rather than a silent mix.
+
+Shard (i, n) holds the queries whose position in the given list is ≡ i (mod n).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import layouts
+from ..errors import AttributionError, InputError
+from ..io import dumps_line, write_json, write_jsonl
+from ..models import encode_prompt, letter_token_ids
+from .common import PromptAttribution, log
+from .fast import fast_ig
+from .lasttoken import supports_fast
+from .logprob import hooked_clean_state, logprob_increase
+from .reference import reference_ig
+
+METHODS = ("fast", "reference")
+
+
+def attribute_prompt(model: nn.Module, input_ids: torch.Tensor, target_id: int, *, steps: int,
+                     ig_grid: str, method: str, max_rows: int | None = None) -> PromptAttribution:
+    """IG of one prompt by the chosen method (the unit of work of the job)."""
+    if method == "fast":
+        return fast_ig(model, input_ids, target_id, steps=steps, ig_grid=ig_grid, max_rows=max_rows)
+    return reference_ig(model, input_ids, target_id, steps=steps, ig_grid=ig_grid)
+
+
+def shard_queries(queries: Sequence[Mapping], shard: tuple[int, int]) -> list[Mapping]:
+    """The queries of shard (i, n): those at list positions p with p % n == i."""
+    try:
+        index, count = (int(v) for v in shard)
+    except (TypeError, ValueError):
+        raise InputError(f"shard must be a pair (i, n), got {shard!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise InputError(f"shard ({index}, {count}) is impossible: need n >= 1 and 0 <= i < n")
+    return [q for p, q in enumerate(queries) if p % count == index]
+
+
+def _check_query(query: Mapping, letters: Mapping[str, int]) -> None:
+    qid = query.get("id")
+    if not isinstance(qid, str) or not qid:
+        raise InputError(f"query without a string 'id': {str(query)[:120]}")
+    prompts, answers = query.get("prompts"), query.get("answers")
+    if (not isinstance(prompts, list) or not isinstance(answers, list) or not prompts
+            or len(prompts) != len(answers) or not all(isinstance(p, str) for p in prompts)):
+        raise InputError(f"query {qid!r}: 'prompts' (strings) and 'answers' must be non-empty "
+                         "lists of equal length")
+    for k, answer in enumerate(answers):
+        if answer not in letters:
+            raise InputError(f"query {qid!r}, prompt {k}: gold letter {answer!r} is not one of "
+                             f"{sorted(letters)}")
+
+
+def _json_float(value) -> float:
+    """A float32 score as the shortest decimal that reads back to the same float32."""
+    return float(str(np.float32(value)))
+
+
+def _ranked(scores: np.ndarray, keep: np.ndarray) -> tuple[list[list[int]], list[float]]:
+    """(neurons, scores) of the kept (layer, index) cells, by decreasing score then layer, index."""
+    layers, indices = np.nonzero(keep)
+    values = scores[layers, indices]
+    order = np.lexsort((indices, layers, -values.astype(np.float64)))
+    return ([[int(layers[o]), int(indices[o])] for o in order],
+            [_json_float(values[o]) for o in order])
+
+
+def _top_k(scores: np.ndarray, k: int) -> dict:
+    flat = scores.reshape(-1).astype(np.float64)
+    width = scores.shape[1]
+    order = np.lexsort((np.arange(flat.size) % width, np.arange(flat.size) // width, -flat))[:k]
+    return {"neurons": [[int(o // width), int(o % width)] for o in order],
+            "scores": [_json_float(scores.reshape(-1)[o]) for o in order]}
+
+
+def sparse_prompt_record(ig: torch.Tensor, p0: float, store_fraction: float) -> dict:
+    """One prompt's record: every neuron with IG >= store_fraction × ig_max, ranked. When no IG
+    is positive nothing is stored (a non-positive threshold would keep every neuron)."""
+    scores = ig.float().numpy()
+    ig_max = float(scores.max())
+    if ig_max > 0:
+        neurons, values = _ranked(scores, scores >= np.float32(store_fraction) * np.float32(ig_max))
+    else:
+        neurons, values = [], []
+    return {"p0": p0, "ig_max": _json_float(ig_max), "n_neurons": int(scores.size),
+            "neurons": neurons, "ig": values}
+
+
+def attribute_query(model: nn.Module, tokenizer, query: Mapping, letters: Mapping[str, int], *,
+                    steps: int, ig_grid: str, method: str, store_fraction: float,
+                    baseline_top_k: int, max_rows: int | None = None) -> dict:
+    """The attribution record of one query (docs/formats.md); non-finite scores raise
+    `AttributionError` naming the query."""
+    qid = query["id"]
+    device = next(model.parameters()).device
+    shape = list(layouts.grid_shape(model))
+    prompt_records, states, targets = [], [], []
+    activation_sum = torch.zeros(shape, dtype=torch.float32)
+    for k, (prompt, letter) in enumerate(zip(query["prompts"], query["answers"])):
+        ids = encode_prompt(tokenizer, prompt).to(device)
+        target = letters[letter]
+        result = attribute_prompt(model, ids, target, steps=steps, ig_grid=ig_grid, method=method,
+                                  max_rows=max_rows)
+        if not (torch.isfinite(result.ig).all() and math.isfinite(result.p0)
+                and torch.isfinite(result.activations).all()):
+            raise AttributionError(f"query {qid!r}, prompt {k}: attribution gave NaN or infinite "
+                                   f"scores (p0={result.p0})")
+        state = result.state if result.state is not None else hooked_clean_state(model, ids, target)
+        states.append(state)
+        targets.append(target)
+        activation_sum += result.activations
+        prompt_records.append(sparse_prompt_record(result.ig, result.p0, store_fraction))
+    importance = logprob_increase(model, states, targets).sum(dim=0)
+    if not torch.isfinite(importance).all():
+        raise AttributionError(f"query {qid!r}: log-probability increase is NaN or infinite")
+    return {
+        "id": qid,
+        "group": query.get("group"),
+        "shape": shape,
+        "prompts": prompt_records,
+        "activation": _top_k(activation_sum.numpy(), baseline_top_k),
+        "logprob_increase": _top_k(importance.numpy(), baseline_top_k),
+    }
+
+
+def _read_partial(partial: Path) -> list[dict]:
+    """Finished records of a partial file. A trailing piece without its newline is a write cut
+    short by a kill: it is dropped and cut from the file so that appending continues cleanly.
+    A bad line that did end with a newline is corruption and an error."""
+    if not partial.exists():
+        return []
+    data = partial.read_bytes()
+    *complete, tail = data.split(b"\n")
+    records = []
+    for number, raw in enumerate(complete, start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            record = None
+        if not isinstance(record, dict) or "id" not in record:
+            raise InputError(f"{partial}, line {number}: not an attribution record; delete the "
+                             ".partial file to start the shard again")
+        records.append(record)
+    if tail:
+        log.warning("%s: dropping a truncated last line (%d bytes)", partial, len(tail))
+        os.truncate(partial, len(data) - len(tail))
+    return records
+
+
+def attribute_dataset(model: nn.Module, tokenizer, queries: Sequence[Mapping], out_path, *,
+                      steps: int = 16, ig_grid: str = "released", answer_token: str = "bare",
+                      store_fraction: float = 0.05, baseline_top_k: int = 256,
+                      shard: tuple[int, int] = (0, 1), method: str = "fast",
+                      max_rows: int | None = None, progress: bool = True) -> Path:
+    """Attribute every query of shard `shard` and write `out_path` (docs/formats.md,
+    "Attribution"). Resumable through `out_path + ".partial"` (see the module docstring).
+
+    `method="fast"` uses the exact last-token staircase and falls back, with a logged warning, to
+    the reference algorithm for families it does not support; `method="reference"` always uses
+    the released algorithm. The model is put in eval mode with weight gradients disabled.
+    Returns `out_path`.
+    """
+    from tqdm.auto import tqdm
+
+    if method not in METHODS:
+        raise InputError(f"attribution method must be one of {METHODS}, got {method!r}")
+    if not 0.0 <= float(store_fraction) <= 1.0:
+        raise InputError(f"store_fraction must lie in [0, 1], got {store_fraction!r}")
+    if int(baseline_top_k) < 0:
+        raise InputError(f"baseline_top_k must be >= 0, got {baseline_top_k!r}")
+    out_path = Path(out_path)
+    model.eval()
+    model.requires_grad_(False)
+    letters = letter_token_ids(tokenizer, answer_token)
+    mine = shard_queries(queries, shard)
+    for query in mine:
+        _check_query(query, letters)
+    order = {q["id"]: p for p, q in enumerate(mine)}
+    if len(order) != len(mine):
+        raise InputError(f"shard {tuple(shard)} holds duplicate query ids")
+    effective = method
+    if method == "fast" and not supports_fast(model):
+        log.warning("the fast attribution does not support %s (model_type %r); using the reference "
+                    "algorithm (L x m full-sequence passes per prompt)", type(model).__name__,
+                    getattr(model.config, "model_type", None))
+        effective = "reference"
+
+    settings = {"steps": steps, "ig_grid": ig_grid, "answer_token": answer_token,
+                "store_fraction": store_fraction, "baseline_top_k": baseline_top_k,
+                "shard": list(shard), "method": effective, "shape": list(layouts.grid_shape(model))}
+    partial = Path(str(out_path) + ".partial")
+    settings_path = Path(str(out_path) + ".partial.settings.json")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    if partial.exists():
+        previous = json.loads(settings_path.read_text("utf-8")) if settings_path.exists() else None
+        if previous != settings:
+            raise InputError(f"{partial} was written with settings {previous}, not {settings}; "
+                             "delete it (and its .settings.json) to start the shard again")
+    else:
+        write_json(settings_path, settings)
+    finished = _read_partial(partial)
+    stray = [r["id"] for r in finished if r["id"] not in order]
+    if stray:
+        raise InputError(f"{partial} holds queries not in this shard ({stray[:3]}...); delete it")
+    done = {r["id"] for r in finished}
+    todo = [q for q in mine if q["id"] not in done]
+    if done:
+        log.info("%s: resuming, %d of %d queries already finished", partial, len(done), len(mine))
+
+    bar = tqdm(total=len(mine), initial=len(mine) - len(todo), disable=not progress,
+               desc=f"attribution {out_path.name}", unit="query")
+    with open(partial, "a", encoding="utf-8") as fh:
+        for query in todo:
+            record = attribute_query(model, tokenizer, query, letters, steps=steps, ig_grid=ig_grid,
+                                     method=effective, store_fraction=store_fraction,
+                                     baseline_top_k=int(baseline_top_k), max_rows=max_rows)
+            fh.write(dumps_line(record))
+            fh.flush()
+            os.fsync(fh.fileno())
+            bar.update(1)
+    bar.close()
+
+    records = sorted(_read_partial(partial), key=lambda r: order[r["id"]])
+    write_jsonl(out_path, records)
+    partial.unlink()
+    settings_path.unlink(missing_ok=True)
+    return out_path

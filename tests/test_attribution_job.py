@@ -1,0 +1,192 @@
+"""The per-shard attribution job: record format, resumability, errors."""
+
+import json
+import logging
+
+import pytest
+import torch
+
+from qrnca.attribution import attribute_dataset, fast_ig, shard_queries
+from qrnca.attribution import job as job_module
+from qrnca.errors import AttributionError, InputError
+from qrnca.models import encode_prompt, letter_token_ids
+from qrnca.tiny_models import build_model, train_word_tokenizer
+
+torch.set_num_threads(2)
+
+WORDS = "what is the capital of france spain italy paris rome madrid berlin answer respond letter"
+
+
+def _queries(n=4):
+    out = []
+    for q in range(n):
+        prompts, answers, options = [], [], []
+        for t in range(3):
+            letter = "ABCD"[(q + t) % 4]
+            prompts.append(f"respond with the letter . what is the capital of "
+                           f"{['france', 'spain', 'italy', 'france'][q]} ? A . paris B . rome "
+                           f"C . madrid D . berlin {'answer :' if t else 'letter :'}")
+            answers.append(letter)
+            options.append(["paris", "rome", "madrid", "berlin"])
+        out.append({"id": f"q{q}", "group": ["geo", "geo", "hist", "hist"][q], "relation": None,
+                    "fact": str(q), "prompts": prompts, "answers": answers, "options": options,
+                    "gold": "paris", "source": {"kind": "test", "file": "x", "row": q}})
+    return out
+
+
+@pytest.fixture(scope="module")
+def setup():
+    tok = train_word_tokenizer([WORDS + " A B C D . ? :"])
+    model = build_model("llama", vocab_size=len(tok), layers=2, hidden=32, intermediate=48,
+                        heads=4, kv_heads=2)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.normal_(0, 0.3)
+    return model, tok
+
+
+def _run(setup, path, queries=None, **kw):
+    model, tok = setup
+    kw.setdefault("steps", 4)
+    kw.setdefault("progress", False)
+    return attribute_dataset(model, tok, queries or _queries(), path, **kw)
+
+
+def test_record_format_and_values(setup, tmp_path):
+    model, tok = setup
+    out = _run(setup, tmp_path / "shard0of1.jsonl", baseline_top_k=10, store_fraction=0.05)
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in records] == ["q0", "q1", "q2", "q3"]
+    first = records[0]
+    assert list(first) == ["id", "group", "shape", "prompts", "activation", "logprob_increase"]
+    assert first["shape"] == [2, 48] and first["group"] == "geo" and len(first["prompts"]) == 3
+    # the stored neurons are exactly those >= 5% of the max, ranked, with the fast IG's values
+    letters = letter_token_ids(tok, "bare")
+    ids = encode_prompt(tok, _queries()[0]["prompts"][1])
+    ig = fast_ig(model, ids, letters[_queries()[0]["answers"][1]], steps=4).ig
+    rec = first["prompts"][1]
+    assert rec["n_neurons"] == 96 and rec["ig_max"] == pytest.approx(float(ig.max()), rel=1e-6)
+    expected = {(l, i) for l, i in (ig >= 0.05 * ig.max()).nonzero().tolist()}
+    assert {tuple(n) for n in rec["neurons"]} == expected
+    assert rec["ig"] == sorted(rec["ig"], reverse=True)
+    for (l, i), score in zip(rec["neurons"], rec["ig"]):
+        assert score == pytest.approx(float(ig[l, i]), rel=1e-6)
+    assert 0 < rec["p0"] < 1
+    for key in ("activation", "logprob_increase"):
+        assert len(first[key]["neurons"]) == 10 and first[key]["scores"] == sorted(first[key]["scores"], reverse=True)
+    assert not (tmp_path / "shard0of1.jsonl.partial").exists()
+
+
+def test_shards_partition_the_queries(setup, tmp_path):
+    queries = _queries()
+    assert [q["id"] for q in shard_queries(queries, (1, 3))] == ["q1"]
+    assert [q["id"] for q in shard_queries(queries, (0, 3))] == ["q0", "q3"]
+    with pytest.raises(InputError, match="shard"):
+        shard_queries(queries, (3, 3))
+    out = _run(setup, tmp_path / "s.jsonl", shard=(0, 2))
+    assert [json.loads(l)["id"] for l in out.read_text().splitlines()] == ["q0", "q2"]
+
+
+def test_resume_after_a_kill_recomputes_only_unfinished(setup, tmp_path, monkeypatch):
+    reference = _run(setup, tmp_path / "clean.jsonl").read_bytes()
+
+    real = job_module.attribute_prompt
+    calls = []
+
+    def dying(model, input_ids, target_id, **kw):
+        calls.append(input_ids.shape[1])
+        if len(calls) == 7:  # the first prompt of the third query
+            raise KeyboardInterrupt("simulated kill")
+        return real(model, input_ids, target_id, **kw)
+
+    monkeypatch.setattr(job_module, "attribute_prompt", dying)
+    path = tmp_path / "shard.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        _run(setup, path)
+    partial = tmp_path / "shard.jsonl.partial"
+    assert not path.exists()
+    assert [json.loads(l)["id"] for l in partial.read_text().splitlines()] == ["q0", "q1"]
+    # a write cut short by the kill: a truncated last line is dropped on resume
+    with open(partial, "a") as fh:
+        fh.write('{"id": "q2", "group": "hi')
+
+    counting = []
+
+    def counted(model, input_ids, target_id, **kw):
+        counting.append(1)
+        return real(model, input_ids, target_id, **kw)
+
+    monkeypatch.setattr(job_module, "attribute_prompt", counted)
+    _run(setup, path)
+    assert len(counting) == 6  # two queries x three prompts, nothing else recomputed
+    assert path.read_bytes() == reference
+    assert not partial.exists()
+
+
+def test_resume_with_other_settings_is_refused(setup, tmp_path, monkeypatch):
+    real = job_module.attribute_prompt
+    calls = []
+
+    def dying(*args, **kw):
+        calls.append(1)
+        if len(calls) == 4:
+            raise RuntimeError("killed")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(job_module, "attribute_prompt", dying)
+    path = tmp_path / "s.jsonl"
+    with pytest.raises(RuntimeError):
+        _run(setup, path)
+    monkeypatch.setattr(job_module, "attribute_prompt", real)
+    with pytest.raises(InputError, match="settings"):
+        _run(setup, path, steps=8)
+
+
+def test_nan_scores_raise_naming_the_query(setup, tmp_path, monkeypatch):
+    real = job_module.attribute_prompt
+    calls = []
+
+    def poisoned(*args, **kw):
+        calls.append(1)
+        result = real(*args, **kw)
+        if len(calls) == 5:  # second prompt of query q1
+            result.ig[0, 0] = float("nan")
+        return result
+
+    monkeypatch.setattr(job_module, "attribute_prompt", poisoned)
+    path = tmp_path / "s.jsonl"
+    with pytest.raises(AttributionError, match="'q1', prompt 1"):
+        _run(setup, path)
+    kept = (tmp_path / "s.jsonl.partial").read_text().splitlines()
+    assert [json.loads(l)["id"] for l in kept] == ["q0"]
+
+
+def test_bad_queries_and_options_are_input_errors(setup, tmp_path):
+    bad = _queries(1)
+    bad[0]["answers"][2] = "E"
+    with pytest.raises(InputError, match="'q0', prompt 2.*'E'"):
+        _run(setup, tmp_path / "a.jsonl", queries=bad)
+    with pytest.raises(InputError, match="method"):
+        _run(setup, tmp_path / "b.jsonl", method="quick")
+
+
+def test_unsupported_family_falls_back_to_reference(tmp_path, caplog):
+    tok = train_word_tokenizer([WORDS + " A B C D . ? :"])
+    model = build_model("gpt_neox", vocab_size=len(tok), layers=1, hidden=16, intermediate=24, heads=2)
+    with caplog.at_level(logging.WARNING, logger="qrnca.attribution"):
+        out = attribute_dataset(model, tok, _queries(1), tmp_path / "n.jsonl", steps=2,
+                                progress=False, method="fast")
+    assert "using the reference" in caplog.text
+    record = json.loads(out.read_text())
+    assert record["shape"] == [1, 24] and len(record["prompts"]) == 3
+
+
+def test_reference_method_gives_the_same_records(setup, tmp_path):
+    fast = json.loads(_run(setup, tmp_path / "f.jsonl", queries=_queries(1)).read_text())
+    ref = json.loads(_run(setup, tmp_path / "r.jsonl", queries=_queries(1), method="reference").read_text())
+    for a, b in zip(fast["prompts"], ref["prompts"]):
+        assert a["neurons"][:5] == b["neurons"][:5]
+        assert a["ig"][:5] == pytest.approx(b["ig"][:5], rel=1e-4)
+    assert fast["logprob_increase"]["neurons"][:20] == ref["logprob_increase"]["neurons"][:20]
+    assert fast["activation"]["neurons"] == ref["activation"]["neurons"]

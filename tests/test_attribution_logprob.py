@@ -1,0 +1,92 @@
+"""Yu & Ananiadou's log-probability increase against a direct float64 recomputation."""
+
+import pytest
+import torch
+
+from qrnca import layouts
+from qrnca.attribution import hooked_clean_state, last_token_state, logprob_increase
+from qrnca.attribution.logprob import frozen_norm_logits
+from qrnca.tiny_models import build_model
+
+torch.set_num_threads(2)
+
+ALL_FAMILIES = ["llama", "mistral", "qwen2", "gemma", "gpt2", "gpt_neox", "opt", "phi"]
+IDS = torch.tensor([[1, 5, 9, 12, 7, 20, 33, 8]])
+TARGET = 6
+
+
+def _model(arch):
+    model = build_model(arch, vocab_size=40, layers=2, hidden=16, intermediate=24, heads=2)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+            else:
+                p.add_(0.3 * torch.randn(p.shape, generator=gen))
+    return model.requires_grad_(False)
+
+
+def _direct(model, state, layer, index, target):
+    """Imp from its definition, in float64, with the final norm written out by hand."""
+    norm = layouts.final_norm(model)
+    x0 = state.final_resid.double()
+    gain = norm.weight.double()
+    if isinstance(norm, torch.nn.LayerNorm):
+        mean, scale = x0.mean(), torch.sqrt(x0.var(unbiased=False) + norm.eps)
+        bias = norm.bias.double()
+    else:
+        eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", None))
+        mean, scale, bias = 0.0, torch.sqrt((x0 ** 2).mean() + eps), 0.0
+        if type(norm).__name__.startswith("Gemma"):
+            gain = 1.0 + gain
+    head = model.get_output_embeddings()
+
+    def logprob(x):
+        logits = (gain * (x - mean) / scale + bias) @ head.weight.double().T
+        if getattr(head, "bias", None) is not None:
+            logits = logits + head.bias.double()
+        return torch.log_softmax(logits, -1)[target]
+
+    h = state.resid_mid[layer].double()
+    v = layouts.down_proj_weight(model, layer)[:, index].double()
+    return float(logprob(h + state.activations[layer, index].double() * v) - logprob(h))
+
+
+@pytest.mark.parametrize("arch", ALL_FAMILIES)
+def test_logprob_increase_matches_direct_recomputation(arch):
+    model = _model(arch)
+    state = hooked_clean_state(model, IDS, TARGET)
+    other = hooked_clean_state(model, IDS[:, :5], 11)
+    scores = logprob_increase(model, [state, other], [TARGET, 11], neuron_chunk=10)
+    assert scores.shape == (2, 2, 24) and scores.dtype == torch.float32
+    assert scores.abs().max() > 1e-3  # not trivially zero
+    gen = torch.Generator().manual_seed(0)
+    for layer, index in zip(torch.randint(0, 2, (8,), generator=gen).tolist(),
+                            torch.randint(0, 24, (8,), generator=gen).tolist()):
+        assert float(scores[0, layer, index]) == pytest.approx(
+            _direct(model, state, layer, index, TARGET), abs=1e-5)
+        assert float(scores[1, layer, index]) == pytest.approx(
+            _direct(model, other, layer, index, 11), abs=1e-5)
+
+
+@pytest.mark.parametrize("arch", ALL_FAMILIES)
+def test_frozen_norm_equals_the_model_at_the_clean_residual(arch):
+    model = _model(arch)
+    state = hooked_clean_state(model, IDS, TARGET)
+    with torch.no_grad():
+        logits = model(IDS).logits[0, -1]
+    torch.testing.assert_close(frozen_norm_logits(model, state.final_resid, state.final_resid),
+                               logits, rtol=1e-5, atol=1e-4)
+    assert state.p0 == pytest.approx(float(torch.softmax(logits, -1)[TARGET]), rel=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2", "gemma", "gpt2"])
+def test_last_token_pass_gives_the_same_state(arch):
+    model = _model(arch)
+    hooked = hooked_clean_state(model, IDS, TARGET)
+    fast = last_token_state(model, IDS, TARGET)
+    for a, b in [(fast.activations, hooked.activations), (fast.resid_mid, hooked.resid_mid),
+                 (fast.final_resid, hooked.final_resid)]:
+        assert (a - b).abs().max() <= 1e-5 * b.abs().max()
+    assert fast.p0 == pytest.approx(hooked.p0, rel=1e-5)
