@@ -102,15 +102,17 @@ def fast_ig(model: nn.Module, input_ids: torch.Tensor, target_id: int, *, steps:
         start = 0
         while start < len(rows):
             part = rows[start:start + chunk]
+            out_of_memory = False
             try:
                 with torch.enable_grad():
                     grads = _staircase_gradients(runner, ctx, clean, part, target_id)
             except Exception as exc:  # noqa: BLE001 - only out-of-memory is retried
                 if not _is_oom(exc) or chunk == 1:
                     raise
+                out_of_memory = True
+            if out_of_memory:  # outside the except block, so the failed graph is already freed
                 chunk = max(1, chunk // 2)
                 log.warning("out of memory with %d rows per chunk; retrying with %d", len(part), chunk)
-                del exc
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 continue
