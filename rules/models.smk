@@ -36,7 +36,7 @@ rule train_demo_model:
         f"{RESULTS}/logs/train_demo_model/{{model}}.log",
     conda:
         "../envs/cpu.yaml"
-    threads: 2
+    threads: 1  # two torch threads thrash when another job shares a 2-core machine
     params:
         spec=lambda wc: model_spec(wc.model),
         datasets=DATASETS,
