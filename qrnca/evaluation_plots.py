@@ -62,9 +62,9 @@ def plot_group_changes(by_group: pd.DataFrame, op: str, title: str | None = None
     ax.set_ylabel("probability change (%)")
     ax.set_title(title or f"{OP_TITLES.get(op, op)} query-relevant neurons", fontsize=10,
                  pad=22)
-    fmt = "%.1f" if data["change"].abs().max() < 10 else "%.0f"
+    # Two significant digits: a fixed "%.1f" shows small changes (a confident model) as "-0.0".
     for container in ax.containers:
-        ax.bar_label(container, fmt=fmt, fontsize=7, padding=2)
+        ax.bar_label(container, fmt="%.2g", fontsize=7, padding=2)
     ax.margins(y=0.12)
     # Legend in its own row between the title and the axes, so it never covers a bar.
     sns.move_legend(ax, "lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, title=None,
