@@ -17,15 +17,6 @@ from qrnca.attribution import fast as fast_module
 from qrnca.tiny_models import build_model
 
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread avoids OpenMP spin-waiting on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 VOCAB = 48
 TARGET = 7
 # (family, build kwargs): Mistral and Qwen2 with grouped-query attention (kv_heads < heads)

@@ -13,15 +13,6 @@ from qrnca.models import encode_prompt, letter_token_ids
 from qrnca.tiny_models import build_model, train_word_tokenizer
 
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread avoids OpenMP spin-waiting on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 WORDS = "what is the capital of france spain italy paris rome madrid berlin answer respond letter"
 
 
