@@ -244,4 +244,5 @@ def test_bad_config_value_is_named(tmp_path):
     work = copy_workflow(tmp_path / "bad")
     dry = snakemake(work, *DEMO, "-n", "--config", "answer_token=first_letter")
     assert dry.returncode != 0
-    assert "answer_token" in dry.stderr and "first_letter" in dry.stderr
+    message = dry.stdout + dry.stderr
+    assert "answer_token" in message and "first_letter" in message
