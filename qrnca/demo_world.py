@@ -354,17 +354,3 @@ def read_statements(root: str | os.PathLike) -> list[str]:
     if not path.is_file():
         raise InputError(f"demo world: no statements file {path}")
     return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def read_instructions(path: str | os.PathLike) -> dict[str, list[dict]]:
-    """The `instructions.json` of a world, in the shape `build_mlama(instructions=...)` takes."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"demo world: no instructions file {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: invalid JSON ({exc.msg})") from None
-    if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
-        raise InputError(f"{path}: expected an object mapping language codes to lists of templates")
-    return data

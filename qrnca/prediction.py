@@ -6,8 +6,8 @@ supplement that is not available. This module implements the project's decision:
 
 - **Domain neurons**: per domain (dataset `group`), the union of its queries' QR neurons
   (`domain_neurons`, the same sets as Fig. 2a).
-- **Held-out questions**: the subject's MMLU validation split (`heldout_queries`, built with
-  `qrnca.datasets.build_mmlu(..., split="val")`), each rendered with the three templates, so every
+- **Held-out questions**: the subject's MMLU validation split (built by the workflow with
+  `qrnca.datasets.build_from_spec(spec, raw, split="val")`: every eligible question), each rendered with the three templates, so every
   held-out question contributes 3 prompts.
 - **Neuron-based decision**: for each prompt and each option letter X, the text
   `prompt + joiner + X` (default joiner `" "`, so `"...Response: A"`) is tokenised with BOS
@@ -65,30 +65,6 @@ def domain_neurons(qrnca_rows: Sequence[Mapping],
     """{group: union of its queries' QR neurons} from the rows of a neurons file
     (docs/formats.md "Neurons"); groups in `groups_order` or first-seen order."""
     return group_neuron_sets(qrnca_rows, groups_order)
-
-
-def heldout_queries(root: str | os.PathLike, groups: Sequence[str], *, split: str = "val",
-                    seed: int = 0, max_prompt_chars: int | None = None,
-                    max_per_group: int | None = None) -> list[dict]:
-    """Every eligible question of each subject's held-out MMLU split (default `val`), rendered as
-    3-prompt queries by `build_mmlu` (same templates, option shuffling seeded by `seed`), as the
-    workflow's `build_from_spec(spec, raw, split=...)` does. `max_per_group` keeps only the first
-    questions of each subject in file order (for quick runs)."""
-    from .datasets.mmlu import build_mmlu
-
-    if max_per_group is not None and (not isinstance(max_per_group, int) or max_per_group < 1):
-        raise InputError(f"max_per_group must be a positive integer or None, got {max_per_group!r}")
-    queries = build_mmlu(root, {g: None for g in groups}, split=split, seed=seed,
-                         max_prompt_chars=max_prompt_chars)
-    if max_per_group is None:
-        return queries
-    kept: dict[str, int] = {}
-    out = []
-    for query in queries:
-        if kept.get(query["group"], 0) < max_per_group:
-            kept[query["group"]] = kept.get(query["group"], 0) + 1
-            out.append(query)
-    return out
 
 
 def _layer_indices(neurons: set[Neuron], shape: tuple[int, int], group: str,

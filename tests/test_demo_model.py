@@ -13,7 +13,8 @@ from qrnca.datasets.mlama import build_mlama
 from qrnca.datasets.mmlu import build_mmlu
 from qrnca.demo_model import METRICS_FILE, pairs_from_queries, shuffle_options, train_demo_from_datasets, \
     train_demo_model
-from qrnca.demo_world import read_instructions, read_statements, write_demo_world
+from qrnca.datasets.from_config import load_instructions
+from qrnca.demo_world import read_statements, write_demo_world
 from qrnca.errors import InputError
 from qrnca.io import write_jsonl
 from qrnca.models import load_model
@@ -30,7 +31,7 @@ def small_world(tmp_path_factory):
                      languages=tuple(LANGUAGES), relations=("P19",), facts_per_relation=6)
     domain = build_mmlu(root / "mmlu", SUBJECTS)
     language = build_mlama(root / "mlama", LANGUAGES, ["P19"], facts_per_relation=6,
-                           instructions=read_instructions(root / "mlama" / "instructions.json"))
+                           instructions=load_instructions(root / "mlama" / "instructions.json"))
     return root, domain, language
 
 

@@ -6,12 +6,12 @@ import pytest
 
 from qrnca.datasets.mlama import build_mlama
 from qrnca.datasets.mmlu import build_mmlu
+from qrnca.datasets.from_config import load_instructions
 from qrnca.demo_world import (
     DEFAULT_LANGUAGES,
     DEFAULT_RELATIONS,
     DEFAULT_SUBJECTS,
     generate_demo_world,
-    read_instructions,
     read_statements,
     write_demo_world,
 )
@@ -101,7 +101,7 @@ def test_mlama_facts_share_uuids_but_not_words_across_languages(world):
 def test_builders_read_the_world(world):
     domain = build_mmlu(world / "mmlu", {s: 24 for s in DEFAULT_SUBJECTS})
     held_out = build_mmlu(world / "mmlu", {s: 8 for s in DEFAULT_SUBJECTS}, split="val")
-    instructions = read_instructions(world / "mlama" / "instructions.json")
+    instructions = load_instructions(world / "mlama" / "instructions.json")
     assert set(instructions) == set(DEFAULT_LANGUAGES) and all(len(v) == 3 for v in instructions.values())
     language = build_mlama(world / "mlama", list(DEFAULT_LANGUAGES), list(DEFAULT_RELATIONS),
                            facts_per_relation=12, instructions=instructions)

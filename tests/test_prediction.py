@@ -161,11 +161,14 @@ def _shared_data() -> Path:
 
 @pytest.mark.skipif(not (_shared_data() / "mmlu" / "val").is_dir(), reason="no shared MMLU data")
 def test_heldout_queries_are_every_eligible_validation_question():
-    queries = pr.heldout_queries(_shared_data() / "mmlu", ["biology", "chemistry"])
+    """The workflow's held-out set (Table 7): every eligible question of the val split."""
+    from qrnca.datasets import build_from_spec
+
+    spec = {"name": "domain", "source": "mmlu", "groups": {"biology": 100, "chemistry": 100}}
+    queries = build_from_spec(spec, str(_shared_data() / "mmlu"), split="val")
     groups = pd.Series([q["group"] for q in queries]).value_counts()
     assert groups["biology"] >= 30 and groups["chemistry"] >= 20
     assert all(len(q["prompts"]) == 3 and "-val-" in q["id"] for q in queries)
-    capped = pr.heldout_queries(_shared_data() / "mmlu", ["geography"], max_per_group=5)
-    assert len(capped) == 5
     with pytest.raises(InputError, match="astrology"):
-        pr.heldout_queries(_shared_data() / "mmlu", ["astrology"])
+        build_from_spec({**spec, "groups": {"astrology": 1}}, str(_shared_data() / "mmlu"),
+                        split="val")

@@ -93,10 +93,6 @@ def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def model_dtype(model: nn.Module) -> torch.dtype:
-    return next(model.parameters()).dtype
-
-
 def check_prompt(input_ids: torch.Tensor, target_id: int, vocab_size: int) -> torch.Tensor:
     """Validate one prompt's ids (1, T) and the target id; return ids as a (1, T) long tensor."""
     if input_ids.dim() == 1:

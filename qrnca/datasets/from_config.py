@@ -21,16 +21,20 @@ log = logging.getLogger(__name__)
 
 
 def load_instructions(path: str | None) -> dict | None:
-    """Instruction templates for extra languages (a JSON file), or None."""
+    """Instruction templates for extra languages (a JSON file {lang: [3 templates]}, as the demo
+    world writes), or None."""
     if not path:
         return None
     path = Path(path)
     if not path.is_file():
         raise InputError(f"instructions file not found: {path}")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: invalid JSON ({exc.msg})") from None
+    if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
+        raise InputError(f"{path}: expected an object mapping language codes to lists of templates")
+    return data
 
 
 def build_from_spec(spec: Mapping, raw: str, *, split: str | None = None) -> list[dict]:
