@@ -4,18 +4,10 @@ import pytest
 
 from qrnca.baselines import BaselineError, baseline_rows, knowledge_neurons, query_seed, random_neurons
 from qrnca.errors import InputError
+from record_builders import prompt
 
 A, B, C, D, E = (0, 0), (1, 2), (0, 1), (2, 3), (3, 0)
 
-
-def prompt(ig_max, scores):
-    return {
-        "p0": 0.5,
-        "ig_max": ig_max,
-        "n_neurons": 20,
-        "neurons": [list(n) for n in scores],
-        "ig": list(scores.values()),
-    }
 
 
 def block(scores):

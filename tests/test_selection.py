@@ -21,6 +21,7 @@ import pytest
 
 from qrnca.errors import InputError
 from qrnca.selection import (
+from record_builders import prompt
     AttributionRecordError,
     coarse_neurons,
     common_neurons,
@@ -32,15 +33,6 @@ from qrnca.selection import (
 
 A, B, C, D, E, F, G, H = (0, 0), (1, 2), (0, 1), (2, 3), (3, 0), (3, 4), (2, 0), (1, 1)
 
-
-def prompt(ig_max, scores):
-    return {
-        "p0": 0.5,
-        "ig_max": ig_max,
-        "n_neurons": 20,
-        "neurons": [list(n) for n in scores],
-        "ig": list(scores.values()),
-    }
 
 
 def record(qid, group, prompts):
