@@ -21,7 +21,6 @@ import pytest
 
 from qrnca.errors import InputError
 from qrnca.selection import (
-from record_builders import prompt
     AttributionRecordError,
     coarse_neurons,
     common_neurons,
@@ -30,6 +29,7 @@ from record_builders import prompt
     run_qrnca,
     select,
 )
+from record_builders import prompt
 
 A, B, C, D, E, F, G, H = (0, 0), (1, 2), (0, 1), (2, 3), (3, 0), (3, 4), (2, 0), (1, 1)
 
