@@ -1,7 +1,5 @@
 # Input functions and names shared by every rule file; no rules here.
-import json
 import re
-from pathlib import Path
 
 RESULTS = config["results"]
 MODELS = {m["name"]: m for m in config["models"]}

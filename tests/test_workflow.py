@@ -291,3 +291,17 @@ def test_paper_dag_on_real_raw_data_with_a_tiny_random_model(tmp_path):
     for table in ("table3", "table4", "table6", "table7"):
         assert "compared" in statuses[table] or "within bound" in statuses[table], (table, statuses)
         assert "not produced" not in statuses[table], (table, statuses)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("selection:\n  threshold: 0.1\nattribution:\n  store_fraction: 0.15\n",
+     "store_fraction must not exceed selection.threshold"),
+    ("methods: [random, activation]\n", "'methods' must include qrnca"),
+    ("models:\n  - {name: m, dtype: float32}\n", "models"),
+])
+def test_impossible_config_stops_before_any_job(tmp_path, override, message):
+    work = copy_workflow(tmp_path / "bad")
+    (work / "override.yaml").write_text(override)
+    dry = snakemake(work, "--configfile", "config/demo.yaml", "override.yaml", "-n")
+    assert dry.returncode != 0
+    assert message in dry.stdout + dry.stderr
