@@ -64,10 +64,12 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[Any]) -> int:
     return n
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Read a JSON-lines file; a malformed line raises `DatasetError` naming file and line."""
+def read_jsonl_numbered(path: str | os.PathLike) -> list[tuple[int, Any]]:
+    """(1-based line number, record) of every non-blank line of a JSON-lines file, so that
+    callers can name the line of a bad record; a missing file or malformed line raises
+    `DatasetError` naming file and line."""
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise DatasetError("file not found", file=path)
     out = []
     with open(path, encoding="utf-8") as fh:
@@ -75,10 +77,15 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
             if not line.strip():
                 continue
             try:
-                out.append(json.loads(line))
+                out.append((lineno, json.loads(line)))
             except json.JSONDecodeError as exc:
                 raise DatasetError(f"invalid JSON ({exc.msg})", file=path, row=lineno) from None
     return out
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Read a JSON-lines file; a malformed line raises `DatasetError` naming file and line."""
+    return [record for _, record in read_jsonl_numbered(path)]
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

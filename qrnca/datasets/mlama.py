@@ -13,16 +13,16 @@ the same language, drawn and shuffled independently for each template.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..errors import DatasetError, InputError
+from ..io import read_jsonl_numbered
 from .instructions import mlama_templates
 from .queries import validate_queries
-from .render import LETTERS, PromptTemplate, derive_rng, render_prompt
+from .render import LETTERS, PromptTemplate, derive_rng, render_templates
 
 PAPER_LANGUAGES = ("ar", "en", "fr", "ja", "ru", "zh")
 PAPER_RELATIONS = ("P19", "P108", "P1303", "P159", "P17")
@@ -42,26 +42,11 @@ class Fact:
     obj_label: str
 
 
-def _read_jsonl_rows(path: Path) -> list[tuple[int, Any]]:
-    if not path.is_file():
-        raise DatasetError("file not found", file=path)
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append((lineno, json.loads(line)))
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"invalid JSON ({exc.msg})", file=path, row=lineno) from None
-    return rows
-
-
 def read_templates(path: str | os.PathLike) -> dict[str, tuple[str, int]]:
     """`templates.jsonl` as {relation: (template, line number)}; a relation listed twice is an error."""
     path = Path(path)
     templates: dict[str, tuple[str, int]] = {}
-    for lineno, obj in _read_jsonl_rows(path):
+    for lineno, obj in read_jsonl_numbered(path):
         if (
             not isinstance(obj, dict)
             or not isinstance(obj.get("relation"), str)
@@ -86,7 +71,7 @@ def read_facts(path: str | os.PathLike, *, name: str | None = None) -> list[Fact
     path = Path(path)
     facts: list[Fact] = []
     seen: dict[str, int] = {}
-    for lineno, obj in _read_jsonl_rows(path):
+    for lineno, obj in read_jsonl_numbered(path):
         if not isinstance(obj, dict):
             raise DatasetError("expected a JSON object", file=path, row=lineno)
         missing = [k for k in _FACT_KEYS if k not in obj]
@@ -260,14 +245,13 @@ def _mlama_query(
             f"{len(LETTERS) - 1} distractors are needed",
             file=root / fact.file,
         )
-    prompts, answers, options = [], [], []
-    for t_index, template in enumerate(templates):
+    orders = []
+    for t_index in range(len(templates)):
         rng = derive_rng(seed, "mlama", qid, t_index)
         shuffled = [fact.obj_label, *rng.sample(pool, len(LETTERS) - 1)]
         rng.shuffle(shuffled)
-        prompts.append(render_prompt(template, question, shuffled))
-        answers.append(LETTERS[shuffled.index(fact.obj_label)])
-        options.append(shuffled)
+        orders.append(shuffled)
+    prompts, answers, options = render_templates(templates, question, orders, fact.obj_label)
     return {
         "id": qid,
         "group": lang,

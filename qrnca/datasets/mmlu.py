@@ -23,7 +23,7 @@ from typing import Mapping, Sequence
 
 from ..errors import DatasetError, InputError
 from .queries import validate_queries
-from .render import LETTERS, PromptTemplate, derive_rng, render_prompt
+from .render import LETTERS, PromptTemplate, derive_rng, render_prompt, render_templates
 from .instructions import MMLU_TEMPLATES
 
 log = logging.getLogger(__name__)
@@ -174,13 +174,12 @@ def mmlu_query(
 ) -> dict:
     """One query: the row's four options re-shuffled independently for each template."""
     qid = f"mmlu-{subject}-{split}-{row.row:04d}"
-    prompts, answers, options = [], [], []
-    for t_index, template in enumerate(templates):
+    orders = []
+    for t_index in range(len(templates)):
         shuffled = list(row.options)
         derive_rng(seed, "mmlu", qid, t_index).shuffle(shuffled)
-        prompts.append(render_prompt(template, row.question, shuffled))
-        answers.append(LETTERS[shuffled.index(row.gold)])
-        options.append(shuffled)
+        orders.append(shuffled)
+    prompts, answers, options = render_templates(templates, row.question, orders, row.gold)
     return {
         "id": qid,
         "group": subject,

@@ -72,6 +72,23 @@ def render_prompt(template: PromptTemplate, question: str, options: Sequence[str
     return prompt + template.response
 
 
+def render_templates(
+    templates: Sequence[PromptTemplate],
+    question: str,
+    options_per_template: Sequence[Sequence[str]],
+    gold: str,
+) -> tuple[list[str], list[str], list[list[str]]]:
+    """A query's (prompts, gold letters, option lists): template k rendered with the k-th
+    option order, and the letter at which `gold` stands in it."""
+    prompts, answers, options = [], [], []
+    for template, order in zip(templates, options_per_template, strict=True):
+        order = list(order)
+        prompts.append(render_prompt(template, question, order))
+        answers.append(LETTERS[order.index(gold)])
+        options.append(order)
+    return prompts, answers, options
+
+
 # The option block: "\n A. x\n B. y\n C. z\n D. w\n\n" (an option may itself span lines).
 _OPTION_BLOCK = re.compile(r"\n A\. (.*?)\n B\. (.*?)\n C\. (.*?)\n D\. (.*?)\n\n", re.DOTALL)
 
