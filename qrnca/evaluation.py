@@ -252,6 +252,17 @@ def read_evaluation(path: str | os.PathLike) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
+def read_results(paths: Sequence[str | os.PathLike], datasets: Sequence[str],
+                 methods: Sequence[str]) -> dict[tuple[str, str], pd.DataFrame]:
+    """{(dataset, method): records} from evaluation files listed dataset-major, method-minor
+    (the order of the workflow's `evaluation_files`), the input of `table4` / `table6`."""
+    pairs = [(d, m) for d in datasets for m in methods]
+    if len(paths) != len(pairs):
+        raise InputError(f"expected {len(pairs)} evaluation files ({len(datasets)} datasets x "
+                         f"{len(methods)} methods), got {len(paths)}")
+    return {pair: read_evaluation(path) for pair, path in zip(pairs, paths)}
+
+
 # --------------------------------------------------------------------------------------------
 # Probability change ratio (Table 4, Figures 3 / 4)
 

@@ -263,3 +263,21 @@ def test_end_to_end_evaluation(tiny, tmp_path):
     assert sorted(x.name for x in tmp_path.iterdir()) == ["evaluation", "fig.pdf", "fig.png"]
     long = group_change_frame(by_group, "boost")
     assert len(long) == 4 and set(long["set"]) == {"related prompts", "unrelated prompts"}
+
+
+def test_read_results_maps_files_dataset_major(tmp_path):
+    from qrnca.evaluation import read_results
+    from qrnca.io import write_jsonl
+
+    paths = []
+    for d in ("d1", "d2"):
+        for m in ("qrnca", "random"):
+            path = tmp_path / f"{d}-{m}.jsonl"
+            write_jsonl(path, [{"id": f"{d}/{m}", "p0": 0.5, "p1": 0.4}])
+            paths.append(path)
+    results = read_results(paths, ["d1", "d2"], ["qrnca", "random"])
+    assert {k: v["id"].iloc[0] for k, v in results.items()} == {
+        ("d1", "qrnca"): "d1/qrnca", ("d1", "random"): "d1/random",
+        ("d2", "qrnca"): "d2/qrnca", ("d2", "random"): "d2/random"}
+    with pytest.raises(InputError, match="expected 4 evaluation files"):
+        read_results(paths[:3], ["d1", "d2"], ["qrnca", "random"])
