@@ -1,4 +1,4 @@
-"""CPU analyses of selected neurons: Table 3 and the data behind Figs. 2a, 2b and 5 (method.md §8).
+"""CPU analyses of selected neurons: Table 3 and the data behind Figs. 2a, 2b and 5 (docs/method.md §8).
 
 Pure functions: neurons-file rows (docs/formats.md "Neurons") or selection-extras records
 ("Selection extras") in, pandas DataFrames out. Plotting lives in `qrnca.plots`.

@@ -176,7 +176,7 @@ def _ours_table7(obj, where: str) -> Ours:
         for kind in ("neuron_based", "prompt_based"):
             v = _num(r[kind])
             out[(str(r["dataset"]), f"{r['group']} / {kind}")] = (
-                v, _fmt(v), "reconstructed decision rule (method.md §7)" if kind == "neuron_based" else "")
+                v, _fmt(v), "reconstructed decision rule (docs/method.md §7)" if kind == "neuron_based" else "")
     return out
 
 

@@ -1,4 +1,4 @@
-"""Dataset construction (method.md §2): raw MMLU / mLAMA / released files -> multiple-choice queries.
+"""Dataset construction (docs/method.md §2): raw MMLU / mLAMA / released files -> multiple-choice queries.
 
 Every builder returns a list of queries in the format of docs/formats.md "Dataset", already
 checked by `validate_queries`; `write_dataset` writes them atomically as JSON lines.

@@ -1,4 +1,4 @@
-"""The language dataset: the same mLAMA 1.1 facts asked in several languages (method.md §2).
+"""The language dataset: the same mLAMA 1.1 facts asked in several languages (docs/method.md §2).
 
 Raw input: `{root}/{lang}/{PID}.jsonl` (one fact per line: `sub_label`, `obj_label`, `uuid`,
 `lineid`, ...) and `{root}/{lang}/templates.jsonl` (`relation`, `template` with `[X]`, `[Y]`).

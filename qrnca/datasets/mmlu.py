@@ -1,4 +1,4 @@
-"""The domain dataset: MMLU high-school subjects as 3-template multiple-choice queries (method.md §2).
+"""The domain dataset: MMLU high-school subjects as 3-template multiple-choice queries (docs/method.md §2).
 
 Raw input is the original CSV release, `{root}/{split}/high_school_{subject}_{split}.csv`: headerless
 `question,A,B,C,D,answer`, mixed CRLF/LF line endings, quoted fields with embedded newlines, and
