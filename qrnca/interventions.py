@@ -1,6 +1,6 @@
 """Exact last-position interventions (boost / suppress) evaluated cheaply over a shared prefix.
 
-Every intervention of this project (method.md §6-§7) multiplies some neurons' activations at the
+Every intervention of this project (docs/method.md §6-§7) multiplies some neurons' activations at the
 LAST prompt token only: boost = x 2, suppress = x 0. In a causal decoder nothing at earlier
 positions depends on the last token, so the keys and values of the prefix (all tokens but the
 last) are identical for every intervention. `SharedPrefix` therefore runs the prefix once and then
@@ -34,7 +34,7 @@ from .layouts import edit_last_position, grid_shape, multiply_edit
 
 BOOST = 2.0
 SUPPRESS = 0.0
-#: The two operations of the paper and their activation factors (method.md §6).
+#: The two operations of the paper and their activation factors (docs/method.md §6).
 OPS: dict[str, float] = {"boost": BOOST, "suppress": SUPPRESS}
 
 Neuron = tuple[int, int]
@@ -90,18 +90,31 @@ class SharedPrefixLayer(DynamicLayer):
     """One layer's prefix keys / values (batch 1), served to a batch of single-token rows.
 
     `update` returns the prefix expanded to the rows' batch with the rows' own key / value appended,
-    and stores nothing, so the same cache serves every chunk unchanged."""
+    and stores nothing, so the same cache serves every chunk unchanged. `prefix_length` is the
+    number of prefix tokens (the row token sits at that position); a sliding-window layer holds
+    only the last window − 1 of them (all the row can see), and reports to the mask builder that
+    its keys start at `prefix_length − len(keys)`."""
 
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor):
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, prefix_length: int,
+                 sliding: bool = False):
         super().__init__()
         self.lazy_initialization(keys, values)
         self.keys, self.values = keys, values
+        self.prefix_length = prefix_length
+        self.is_sliding = sliding
 
     def update(self, key_states, value_states, *args, **kwargs):
         rows = key_states.shape[0]
         keys = torch.cat([self.keys.expand(rows, -1, -1, -1), key_states], dim=-2)
         values = torch.cat([self.values.expand(rows, -1, -1, -1), value_states], dim=-2)
         return keys, values
+
+    def get_seq_length(self) -> int:
+        return self.prefix_length
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        stored = self.keys.shape[-2]
+        return stored + query_length, self.prefix_length - stored
 
     def crop(self, tokens_to_remove: int) -> None:  # nothing is ever appended
         return None
@@ -125,11 +138,25 @@ def _multipliers(edits: Sequence[Edit], shape: tuple[int, int], device) -> dict[
     return out
 
 
+def shared_prefix_layers(cache: Cache, prefix_length: int) -> list[SharedPrefixLayer]:
+    """The layers of a prefix's cache (batch 1, from a forward with `use_cache=True`) as shared,
+    read-only layers; sliding-window layers keep only the window − 1 tokens a row can see."""
+    layers = []
+    for layer in cache.layers:
+        keys, values = layer.keys, layer.values
+        sliding = bool(getattr(layer, "is_sliding", False))
+        window = getattr(layer, "sliding_window", None)
+        if sliding and window:
+            start = max(keys.shape[-2] - (window - 1), 0)
+            keys, values = keys[:, :, start:], values[:, :, start:]
+        layers.append(SharedPrefixLayer(keys, values, prefix_length, sliding))
+    return layers
+
+
 class SharedPrefix:
     """One prompt's prefix, computed once, against which intervention rows are evaluated.
 
-    `input_ids`: (1, T) token ids of the whole prompt (BOS included, see
-    `qrnca.models.encode_prompt`). The last token is the one whose next-token distribution gives
+    `input_ids`: (1, T) token ids of the whole prompt (`qrnca.models.PromptEncoding.ids`). The last token is the one whose next-token distribution gives
     the answer letter; it is the only position ever edited.
     """
 
@@ -145,14 +172,7 @@ class SharedPrefix:
         if self.length > 1:
             with torch.no_grad():
                 out = model.base_model(self.input_ids[:, :-1], use_cache=True)
-            cache = out.past_key_values
-            for layer in cache.layers:
-                window = getattr(layer, "sliding_window", None)
-                if getattr(layer, "is_sliding", False) and window is not None and self.length > window:
-                    raise InputError(
-                        f"prompt of {self.length} tokens is longer than the sliding window "
-                        f"({window}): the shared-prefix evaluation assumes full attention")
-            self._layers = [SharedPrefixLayer(layer.keys, layer.values) for layer in cache.layers]
+            self._layers = shared_prefix_layers(out.past_key_values, self.length - 1)
 
     def _cache(self) -> Cache | None:
         return None if self._layers is None else Cache(layers=list(self._layers))

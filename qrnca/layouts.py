@@ -1,65 +1,22 @@
 """Where the neurons are: the FFN down projection of each decoder layer, per model family.
 
-A neuron is one coordinate of the input of a layer's FFN down projection (method.md §1): for GLU
+A neuron is one coordinate of the input of a layer's FFN down projection (docs/method.md §1): for GLU
 models (Llama, Mistral, Qwen2, Gemma) `h = up(x) * act(gate(x))` entering `mlp.down_proj`; for
 GPT-2 the post-GELU activation entering `mlp.c_proj`; GPT-NeoX `mlp.dense_4h_to_h`; OPT `fc2`;
-Phi `mlp.fc2`. This module finds those modules and reads or edits their input at the last
-position through forward pre-hooks, which is architecture-agnostic and exact.
+Phi `mlp.fc2`. The paths come from the family registry (`qrnca.families`). This module finds
+those modules and reads or edits their input at the last position through forward pre-hooks,
+which is architecture-agnostic and exact.
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Mapping
 
 import torch
 from torch import nn
 
-from .errors import UnknownLayoutError
-
-
-@dataclass(frozen=True)
-class FFNLayout:
-    """Attribute paths (dotted, from the `*ForCausalLM` module) of a model family."""
-
-    layers: str  # the ModuleList of decoder layers
-    down_proj: str  # the FFN down projection, relative to one decoder layer
-    final_norm: str  # the norm before the unembedding
-    transposed_weight: bool = False  # GPT-2's Conv1D stores (in, out) instead of (out, in)
-    flattened: bool = False  # OPT reshapes (batch, seq, d) to (batch*seq, d) inside its FFN
-
-
-_GLU = FFNLayout("model.layers", "mlp.down_proj", "model.norm")
-LAYOUTS: dict[str, FFNLayout] = {
-    "llama": _GLU,
-    "mistral": _GLU,
-    "mixtral": _GLU,
-    "qwen2": _GLU,
-    "qwen3": _GLU,
-    "gemma": _GLU,
-    "gemma2": _GLU,
-    "olmo": _GLU,
-    "phi": FFNLayout("model.layers", "mlp.fc2", "model.final_layernorm"),
-    "gpt2": FFNLayout("transformer.h", "mlp.c_proj", "transformer.ln_f", transposed_weight=True),
-    "gpt_neox": FFNLayout("gpt_neox.layers", "mlp.dense_4h_to_h", "gpt_neox.final_layer_norm"),
-    "opt": FFNLayout("model.decoder.layers", "fc2", "model.decoder.final_layer_norm",
-                     flattened=True),
-}
-
-
-def get_layout(model: nn.Module) -> FFNLayout:
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    layout = LAYOUTS.get(model_type)
-    if layout is None:
-        raise UnknownLayoutError(
-            f"no FFN layout is registered for model class {type(model).__name__} "
-            f"(config.model_type={model_type!r}). Known: {sorted(LAYOUTS)}. To add it, register "
-            "qrnca.layouts.LAYOUTS[model_type] = FFNLayout(layers=<dotted path of the decoder "
-            "layer list>, down_proj=<path of the FFN down projection inside one layer>, "
-            "final_norm=<path of the final norm>)"
-        )
-    return layout
+from .families import family_of
 
 
 def _resolve(root: nn.Module, dotted: str) -> nn.Module:
@@ -70,17 +27,26 @@ def _resolve(root: nn.Module, dotted: str) -> nn.Module:
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    return _resolve(model, get_layout(model).layers)
+    return _resolve(model, family_of(model).layers)
 
 
 def down_projections(model: nn.Module) -> list[nn.Module]:
     """The FFN down projection of every decoder layer, bottom to top."""
-    layout = get_layout(model)
+    layout = family_of(model)
     return [_resolve(layer, layout.down_proj) for layer in decoder_layers(model)]
 
 
 def final_norm(model: nn.Module) -> nn.Module:
-    return _resolve(model, get_layout(model).final_norm)
+    return _resolve(model, family_of(model).final_norm)
+
+
+def ffn_out_norms(model: nn.Module) -> list[nn.Module] | None:
+    """The norm each decoder layer applies to its FFN output before the residual add (Gemma 2/3),
+    bottom to top; None for families that add the down projection's output directly."""
+    path = family_of(model).ffn_out_norm
+    if path is None:
+        return None
+    return [_resolve(layer, path) for layer in decoder_layers(model)]
 
 
 def down_proj_weight(model: nn.Module, layer: int) -> torch.Tensor:
@@ -88,7 +54,7 @@ def down_proj_weight(model: nn.Module, layer: int) -> torch.Tensor:
     output direction (its "value vector")."""
     module = down_projections(model)[layer]
     weight = module.weight
-    return weight.T if get_layout(model).transposed_weight else weight
+    return weight.T if family_of(model).transposed_weight else weight
 
 
 def grid_shape(model: nn.Module) -> tuple[int, int]:
@@ -106,7 +72,7 @@ def edit_last_position(model: nn.Module, edit: EditFn, layers: Iterable[int] | N
     batch is replaced by `edit(layer, activation)` (activation: (batch, n_neurons)); returning
     None leaves it unchanged. Earlier positions are never touched. Batches must be left-padded
     (or unpadded) so that position -1 is every row's last prompt token."""
-    layout = get_layout(model)
+    layout = family_of(model)
     projections = down_projections(model)
     wanted = set(range(len(projections))) if layers is None else set(layers)
     batch_size: list[int] = []  # seen by flattened layouts, whose FFN input has lost the batch axis
@@ -172,7 +138,7 @@ def multiply_edit(multipliers: Mapping[int, torch.Tensor]) -> EditFn:
 def neuron_multipliers(neurons: Iterable[tuple[int, int]], factor: float,
                        shape: tuple[int, int], device=None) -> dict[int, torch.Tensor]:
     """Per-layer multiplier vectors that scale the given (layer, index) neurons by `factor`
-    (2.0 = boost, 0.0 = suppress, method.md §6) and leave every other neuron at 1."""
+    (2.0 = boost, 0.0 = suppress, docs/method.md §6) and leave every other neuron at 1."""
     out: dict[int, torch.Tensor] = {}
     n_layers, width = shape
     for layer, index in neurons:

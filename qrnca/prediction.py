@@ -42,7 +42,7 @@ from torch import nn
 from . import paper_values
 from .analysis import group_neuron_sets
 from .errors import InputError
-from .interventions import SharedPrefixLayer
+from .interventions import shared_prefix_layers
 from .io import atomic_open, write_jsonl
 from .layouts import grid_shape, record_last_position
 from .models import LETTERS, encode_prompt, letter_token_ids
@@ -112,7 +112,7 @@ def _continuation_activations(model: nn.Module, prompt_ids: torch.Tensor, cache,
         if shared:
             from transformers.cache_utils import Cache
 
-            layers = [SharedPrefixLayer(layer.keys, layer.values) for layer in cache.layers]
+            layers = shared_prefix_layers(cache, length)
             base(input_ids=torch.stack(suffixes).to(device), past_key_values=Cache(layers=layers),
                  use_cache=True)
         else:

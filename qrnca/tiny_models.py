@@ -55,9 +55,11 @@ def train_word_tokenizer(corpus: Iterable[str], vocab_size: int = 4000):
 
 def build_model(arch: str, vocab_size: int, *, layers: int = 2, hidden: int = 32,
                 intermediate: int = 64, heads: int = 4, kv_heads: int | None = None,
-                max_positions: int = 512, seed: int = 0):
+                max_positions: int = 512, sliding_window: int = 8, seed: int = 0):
     """A randomly initialised causal LM of family `arch` ("llama", "mistral", "gpt2", "qwen2",
-    "gpt_neox", "opt", "phi", "gemma") in float32 eval mode."""
+    "gpt_neox", "opt", "phi", "gemma", "gemma2", "gemma3") in float32 eval mode.
+    `sliding_window` applies to the sliding-window layers of Gemma 2 / 3 (small, so that tests
+    with short prompts exercise it)."""
     import transformers as tf
 
     torch.manual_seed(seed)
@@ -75,6 +77,16 @@ def build_model(arch: str, vocab_size: int, *, layers: int = 2, hidden: int = 32
         config = tf.Qwen2Config(**common_llama)
     elif arch == "gemma":
         config = tf.GemmaConfig(**common_llama, head_dim=hidden // heads)
+    elif arch == "gemma2":  # soft-capped attention and logits, sliding-window and global layers
+        config = tf.Gemma2Config(**common_llama, head_dim=hidden // heads, sliding_window=sliding_window,
+                                 query_pre_attn_scalar=hidden // heads,
+                                 attn_logit_softcapping=50.0, final_logit_softcapping=30.0)
+    elif arch == "gemma3":  # QK-norm, local and global rotary bases, every 2nd layer global here
+        config = tf.Gemma3TextConfig(
+            **common_llama, head_dim=hidden // heads, sliding_window=sliding_window,
+            query_pre_attn_scalar=hidden // heads,
+            layer_types=["sliding_attention" if (i + 1) % 2 else "full_attention"
+                         for i in range(layers)])
     elif arch == "gpt2":
         config = tf.GPT2Config(vocab_size=vocab_size, n_embd=hidden, n_inner=intermediate,
                                n_layer=layers, n_head=heads, n_positions=max_positions,

@@ -1,9 +1,10 @@
 """Table 5: what the common neurons write — their value vectors projected onto the vocabulary.
 
 A neuron (layer l, index i) adds `activation × v` to the residual stream, where v is column i of
-layer l's FFN down projection (`qrnca.layouts.down_proj_weight`). Reading v through the
+layer l's FFN down projection (`qrnca.layouts.down_proj_weight`; for Gemma 2 / 3, which
+normalise the FFN output, v times that norm's gain). Reading v through the
 unembedding, as Geva et al. (2022) do and as the QRNCA paper does for its common neurons
-(method.md §8), shows which tokens the neuron promotes:
+(docs/method.md §8), shows which tokens the neuron promotes:
 
     logits = W_U · (g ⊙ v)     (`through_norm=True`, the default)
     logits = W_U · v           (`through_norm=False`)
@@ -33,7 +34,8 @@ from torch import nn
 
 from .errors import InputError
 from .io import atomic_open, write_json
-from .layouts import down_proj_weight, final_norm, get_layout, grid_shape
+from .families import family_of
+from .layouts import down_proj_weight, ffn_out_norms, final_norm, grid_shape
 
 #: Columns of `table5`, in order.
 TABLE5_COLUMNS = ("layer", "index", "clusters", "rank", "token_id", "token", "text", "score",
@@ -98,16 +100,30 @@ def _check_common(common: Mapping, shape: tuple[int, int], source: str) -> list[
     return out
 
 
-def norm_scale(model: nn.Module) -> torch.Tensor | None:
-    """The final norm's elementwise scale g (d_model,), or None when the model has none."""
-    norm = final_norm(model)
+def _gain(norm: nn.Module | None, plus_one: bool) -> torch.Tensor | None:
+    """A norm's elementwise scale (d_model,) in float32, or None when it has none."""
     weight = getattr(norm, "weight", None) if norm is not None else None
     if weight is None:
         return None
-    weight = weight.detach()
-    if str(getattr(model.config, "model_type", "")).startswith("gemma"):
-        return 1.0 + weight.float()  # Gemma's RMSNorm computes x̂ * (1 + weight)
-    return weight
+    weight = weight.detach().float()
+    return 1.0 + weight if plus_one else weight  # Gemma's RMSNorm computes x̂ * (1 + weight)
+
+
+def norm_scale(model: nn.Module) -> torch.Tensor | None:
+    """The final norm's elementwise scale g (d_model,), or None when the model has none."""
+    return _gain(final_norm(model), family_of(model).norm_plus_one)
+
+
+def written_directions(model: nn.Module, layer: int) -> torch.Tensor:
+    """(d_model, n) directions the neurons of `layer` write into the residual stream: the
+    down-projection columns, times the gain of the norm that Gemma 2 / 3 apply to the FFN output
+    (its normalisation is a positive scalar per position, which does not change a ranking)."""
+    values = down_proj_weight(model, layer).detach().float()
+    out_norms = ffn_out_norms(model)
+    if out_norms is None:
+        return values
+    gain = _gain(out_norms[layer], family_of(model).norm_plus_one)
+    return values if gain is None else values * gain.to(values.device).unsqueeze(1)
 
 
 def unembedding(model: nn.Module) -> torch.Tensor:
@@ -127,7 +143,7 @@ def project_neurons(model: nn.Module, neurons: Sequence[tuple[int, int]], *,
     scores in increasing token id (a stable sort, so the output is deterministic; `torch.topk`
     promises no order among ties). Computed in float32 on the model's device, `chunk_size`
     neurons at a time (W_U · V is vocab × chunk)."""
-    get_layout(model)  # a clear error for an unknown family
+    family_of(model)  # a clear error for an unknown family
     w_u = unembedding(model)
     vocab = w_u.shape[0]
     if not isinstance(top_k, int) or top_k < 1:
@@ -142,9 +158,9 @@ def project_neurons(model: nn.Module, neurons: Sequence[tuple[int, int]], *,
         columns = []
         for layer, index in chunk:
             if layer not in weights:
-                weights[layer] = down_proj_weight(model, layer).detach()
+                weights[layer] = written_directions(model, layer)
             columns.append(weights[layer][:, index])
-        values = torch.stack(columns, dim=1).float()  # (d_model, chunk)
+        values = torch.stack(columns, dim=1)  # (d_model, chunk) float32
         if scale is not None:
             values = values * scale.float().to(values.device).unsqueeze(1)
         logits = w_u.float().to(values.device) @ values  # (vocab, chunk)

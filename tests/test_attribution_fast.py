@@ -25,6 +25,10 @@ FAMILIES = [
     ("mistral", {"kv_heads": 2}),
     ("qwen2", {"kv_heads": 2}),
     ("gemma", {"kv_heads": 1}),
+    # Gemma 2: soft-capped attention and logits; Gemma 3: QK-norm, local/global rotary bases. Both
+    # normalise attention and FFN outputs and have sliding-window layers (window 8 < prompt 14).
+    ("gemma2", {"kv_heads": 1}),
+    ("gemma3", {"kv_heads": 1}),
     ("gpt2", {}),
 ]
 

@@ -9,8 +9,10 @@ from qrnca.attribution.logprob import frozen_norm_logits
 from qrnca.tiny_models import build_model
 
 
-ALL_FAMILIES = ["llama", "mistral", "qwen2", "gemma", "gpt2", "gpt_neox", "opt", "phi"]
-IDS = torch.tensor([[1, 5, 9, 12, 7, 20, 33, 8]])
+ALL_FAMILIES = ["llama", "mistral", "qwen2", "gemma", "gemma2", "gemma3", "gpt2", "gpt_neox", "opt",
+                "phi"]
+# longer than the tiny Gemma 2 / 3 sliding window (8): the local layers see only part of it
+IDS = torch.tensor([[1, 5, 9, 12, 7, 20, 33, 8, 14, 22, 6, 17]])
 TARGET = 6
 
 
@@ -26,30 +28,41 @@ def _model(arch):
     return model.requires_grad_(False)
 
 
-def _direct(model, state, layer, index, target):
-    """Imp from its definition, in float64, with the final norm written out by hand."""
-    norm = layouts.final_norm(model)
-    x0 = state.final_resid.double()
+def _frozen(norm, x0):
+    """(gain, mean, scale, bias) of a norm written out by hand in float64, frozen at x0."""
+    x0 = x0.double()
     gain = norm.weight.double()
     if isinstance(norm, torch.nn.LayerNorm):
-        mean, scale = x0.mean(), torch.sqrt(x0.var(unbiased=False) + norm.eps)
-        bias = norm.bias.double()
-    else:
-        eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", None))
-        mean, scale, bias = 0.0, torch.sqrt((x0 ** 2).mean() + eps), 0.0
-        if type(norm).__name__.startswith("Gemma"):
-            gain = 1.0 + gain
+        return gain, x0.mean(), torch.sqrt(x0.var(unbiased=False) + norm.eps), norm.bias.double()
+    eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", None))
+    if type(norm).__name__.startswith("Gemma"):  # written out here, not read from the registry
+        gain = 1.0 + gain
+    return gain, 0.0, torch.sqrt((x0 ** 2).mean() + eps), 0.0
+
+
+def _direct(model, state, layer, index, target):
+    """Imp from its definition, in float64, with the final norm (and, for Gemma 2 / 3, the norm
+    on the FFN output, both frozen at the clean run) and the logit soft-cap written out by hand."""
+    gain, mean, scale, bias = _frozen(layouts.final_norm(model), state.final_resid)
     head = model.get_output_embeddings()
+    cap = getattr(model.config, "final_logit_softcapping", None)
 
     def logprob(x):
         logits = (gain * (x - mean) / scale + bias) @ head.weight.double().T
         if getattr(head, "bias", None) is not None:
             logits = logits + head.bias.double()
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
         return torch.log_softmax(logits, -1)[target]
 
     h = state.resid_mid[layer].double()
     v = layouts.down_proj_weight(model, layer)[:, index].double()
-    return float(logprob(h + state.activations[layer, index].double() * v) - logprob(h))
+    added = state.activations[layer, index].double() * v
+    post = getattr(layouts.decoder_layers(model)[layer], "post_feedforward_layernorm", None)
+    if post is not None:
+        post_gain, _, post_scale, _ = _frozen(post, state.ffn_output[layer])
+        added = post_gain * added / post_scale
+    return float(logprob(h + added) - logprob(h))
 
 
 @pytest.mark.parametrize("arch", ALL_FAMILIES)
@@ -80,12 +93,15 @@ def test_frozen_norm_equals_the_model_at_the_clean_residual(arch):
     assert state.p0 == pytest.approx(float(torch.softmax(logits, -1)[TARGET]), rel=1e-5)
 
 
-@pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2", "gemma", "gpt2"])
+@pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2", "gemma", "gemma2", "gemma3", "gpt2"])
 def test_last_token_pass_gives_the_same_state(arch):
     model = _model(arch)
     hooked = hooked_clean_state(model, IDS, TARGET)
     fast = last_token_state(model, IDS, TARGET)
-    for a, b in [(fast.activations, hooked.activations), (fast.resid_mid, hooked.resid_mid),
-                 (fast.final_resid, hooked.final_resid)]:
+    pairs = [(fast.activations, hooked.activations), (fast.resid_mid, hooked.resid_mid),
+             (fast.final_resid, hooked.final_resid)]
+    if hooked.ffn_output is not None or fast.ffn_output is not None:
+        pairs.append((fast.ffn_output, hooked.ffn_output))
+    for a, b in pairs:
         assert (a - b).abs().max() <= 1e-5 * b.abs().max()
     assert fast.p0 == pytest.approx(hooked.p0, rel=1e-5)

@@ -1,5 +1,6 @@
 """The shared-prefix evaluation of last-position interventions is exact: it matches plain
-full-sequence forwards with a hook, for Llama, Mistral (grouped-query attention) and GPT-2."""
+full-sequence forwards with a hook, for Llama, Mistral (grouped-query attention), GPT-2 and
+Gemma 2 / 3 (sliding-window layers whose window, 8, is shorter than the prompts)."""
 
 import numpy as np
 import pytest
@@ -11,7 +12,8 @@ from qrnca.interventions import CLEAN, Edit, SharedPrefix, intervene
 from qrnca.tiny_models import build_model
 
 LETTERS = {"A": 4, "B": 5, "C": 6, "D": 7}
-ARCHS = {"llama": {}, "mistral": {"kv_heads": 1}, "gpt2": {}}
+ARCHS = {"llama": {}, "mistral": {"kv_heads": 1}, "gpt2": {}, "gemma2": {"kv_heads": 1},
+         "gemma3": {"kv_heads": 1}}
 
 
 def tiny(arch, **kwargs):
@@ -109,15 +111,15 @@ def test_one_token_prompt_has_no_prefix():
                                full_forward_probs(model, ids, [(0, 0), (2, 3)]), atol=1e-6)
 
 
-def test_sliding_window_model_within_window_is_exact_and_beyond_fails():
+@pytest.mark.parametrize("length", [12, 20, 33])
+def test_sliding_window_model_is_exact_within_and_beyond_the_window(length):
     model = tiny("mistral")
     model.config.sliding_window = 16
-    ids = prompt_ids(length=12)
-    result = intervene(model, ids, [Edit.of([(1, 2)], 0.0)], LETTERS)
-    np.testing.assert_allclose(result.letter_probs[0], full_forward_probs(model, ids, [(1, 2)]),
-                               atol=1e-6)
-    with pytest.raises(InputError, match="sliding window"):
-        SharedPrefix(model, prompt_ids(length=20))
+    ids = prompt_ids(length=length)
+    result = intervene(model, ids, [CLEAN, Edit.of([(1, 2), (2, 7)], 0.0)], LETTERS)
+    np.testing.assert_allclose(result.letter_probs[0], full_forward_probs(model, ids), atol=1e-6)
+    np.testing.assert_allclose(result.letter_probs[1],
+                               full_forward_probs(model, ids, [(1, 2), (2, 7)]), atol=1e-6)
 
 
 def test_bad_inputs_name_the_value():

@@ -65,5 +65,5 @@ def test_unknown_layout_names_class():
     class MysteryForCausalLM(torch.nn.Module):
         config = Config()
 
-    with pytest.raises(UnknownLayoutError, match="MysteryForCausalLM.*mystery.*LAYOUTS"):
-        layouts.get_layout(MysteryForCausalLM())
+    with pytest.raises(UnknownLayoutError, match="MysteryForCausalLM.*mystery.*register"):
+        layouts.decoder_layers(MysteryForCausalLM())

@@ -81,6 +81,26 @@ def test_gemma_norm_scale_is_one_plus_weight_and_gpt2_columns_are_read_transpose
     assert table.loc[0, "token"] == "house"
 
 
+def test_gemma3_projects_through_the_ffn_output_norm_gain(tokenizer):
+    """Gemma 3 normalises the FFN output before the residual: what a neuron writes is v scaled by
+    that norm's (1 + weight), which can change which token ranks first."""
+    model = _model(tokenizer, "gemma3")
+    t1, t2 = (tokenizer.convert_tokens_to_ids(t) for t in ("cat", "dog"))
+    w_u = model.get_output_embeddings().weight
+    post = model.model.layers[0].post_feedforward_layernorm
+    with torch.no_grad():
+        final_norm(model).weight.zero_()  # final gain 1 + 0 = 1
+        w_u.mul_(0.01)
+        w_u[t1] = torch.cat([torch.ones(16), torch.zeros(16)])
+        w_u[t2] = torch.cat([torch.zeros(16), 1.5 * torch.ones(16)])
+        down_proj_weight(model, 0)[:, 5] = w_u[t1] + w_u[t2]
+        post.weight.copy_(torch.cat([torch.zeros(16), -0.9 * torch.ones(16)]))  # gains 1 | 0.1
+    table = vp.table5(model, tokenizer, {"neurons": [[0, 5]], "counts": [3]}, top_k=2)
+    table = table.set_index("rank")
+    assert table.loc[1, "token"] == "cat" and table.loc[1, "score"] == pytest.approx(16.0, rel=1e-4)
+    assert table.loc[2, "token"] == "dog" and table.loc[2, "score"] == pytest.approx(3.6, rel=1e-3)
+
+
 def test_bad_common_json_names_the_problem(tokenizer):
     model = _model(tokenizer)
     with pytest.raises(InputError, match="outside the model's neuron grid"):

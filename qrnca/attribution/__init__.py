@@ -1,10 +1,10 @@
-"""Neuron attribution by integrated gradients (method.md §3, §9) and the static baselines'
+"""Neuron attribution by integrated gradients (docs/method.md §3, §9) and the static baselines'
 per-prompt quantities.
 
 - `reference_ig`: the released code's algorithm (L × m full-sequence passes), the test oracle;
-  works for every family in `qrnca.layouts`.
+  works for every family registered in `qrnca.families`.
 - `fast_ig`: the exact last-token "staircase" (one prefix pass, last-token rows only, one
-  backward); llama / mistral / qwen2 / qwen3 / gemma / gpt2.
+  backward) for the families whose registry entry has a `fast` block.
 - `logprob_increase`: Yu & Ananiadou's log-probability increase of every neuron.
 - `attribute_dataset`: the resumable per-shard job writing the attribution records of
   docs/formats.md.
@@ -12,13 +12,13 @@ per-prompt quantities.
 
 from .common import CleanState, PromptAttribution, ig_alphas
 from .fast import fast_ig
-from .lasttoken import FAST_FAMILIES, UnsupportedModelError, last_token_state, supports_fast
+from .lasttoken import UnsupportedModelError, fast_families, last_token_state, supports_fast
 from .job import attribute_dataset, attribute_query, shard_queries
 from .logprob import hooked_clean_state, logprob_increase
 from .reference import reference_ig
 
 __all__ = [
-    "CleanState", "PromptAttribution", "ig_alphas", "fast_ig", "reference_ig", "FAST_FAMILIES",
+    "CleanState", "PromptAttribution", "ig_alphas", "fast_ig", "reference_ig", "fast_families",
     "UnsupportedModelError", "last_token_state", "supports_fast", "attribute_dataset",
     "attribute_query", "shard_queries", "hooked_clean_state", "logprob_increase",
 ]

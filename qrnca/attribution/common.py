@@ -1,7 +1,7 @@
 """Pieces shared by the reference and the fast attribution: the α grid, the result record, and
 the guards that keep weight gradients from ever being built.
 
-Integrated gradients (method.md §3): for layer l with clean last-position activation h̄,
+Integrated gradients (docs/method.md §3): for layer l with clean last-position activation h̄,
 
     IG(l, i) = h̄_i · (1/m) Σ_k ∂P(α_k · h̄ at layer l) / ∂h_i
 
@@ -27,7 +27,7 @@ IG_GRIDS = ("released", "paper")
 
 
 def ig_alphas(steps: int, grid: str = "released", dtype=torch.float32, device=None) -> torch.Tensor:
-    """The m scaling factors α_k of the IG Riemann sum (decision `ig_grid`, method.md §3).
+    """The m scaling factors α_k of the IG Riemann sum (decision `ig_grid`, docs/method.md §3).
 
     `released` (the released code): linspace(0, 1, m), both ends included; `paper`: k/m, k = 1..m.
     Either way the sum of gradients is divided by m.
@@ -48,14 +48,17 @@ class CleanState:
     `activations` (L, n): the down-projection input h̄_l (the neurons); `resid_mid` (L, d): the
     residual stream after layer l's attention, before its FFN adds anything (Yu & Ananiadou's h);
     `final_resid` (d,): the input of the final norm (its statistics are frozen for the
-    log-probability increase); `p0`: the target's probability. Tensors are detached, on the
-    model's device and in its dtype.
+    log-probability increase); `p0`: the target's probability; `ffn_output` (L, d): for families
+    that normalise the FFN output before adding it (Gemma 2/3), the down projection's raw output,
+    whose statistics the log-probability increase freezes too (None otherwise). Tensors are
+    detached, on the model's device and in its dtype.
     """
 
     activations: torch.Tensor
     resid_mid: torch.Tensor | None
     final_resid: torch.Tensor | None
     p0: float
+    ffn_output: torch.Tensor | None = None
 
 
 @dataclass

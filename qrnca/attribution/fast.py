@@ -1,4 +1,4 @@
-"""The fast exact integrated gradients of method.md §9 ("staircase" of last-token rows).
+"""The fast exact integrated gradients of docs/method.md §9 ("staircase" of last-token rows).
 
 IG only ever changes layer l's activation at the LAST position, so per prompt:
 
@@ -81,7 +81,7 @@ def fast_ig(model: nn.Module, input_ids: torch.Tensor, target_id: int, *, steps:
     `max_rows` bounds the number of (layer, α) rows per backward (None: all L × steps at once);
     on CUDA out-of-memory it is halved and the failed chunk retried (logged). Raises
     `UnsupportedModelError` for families the last-token runner does not know (see
-    `qrnca.attribution.lasttoken.FAST_FAMILIES`). Returns IG and activations as float32 CPU
+    `qrnca.families`). Returns IG and activations as float32 CPU
     tensors plus the clean state (on the model's device) for the log-probability baseline.
     """
     runner = LastTokenRunner(model)

@@ -1,6 +1,6 @@
 """Running only the last token of a prompt through a decoder, against a shared prefix cache.
 
-In a causal decoder nothing at earlier positions depends on the last one (method.md §9), so the
+In a causal decoder nothing at earlier positions depends on the last one (docs/method.md §9), so the
 keys and values of the prefix (all tokens but the last) are the same whatever is done to the last
 position's FFN activations. `LastTokenRunner` computes them once per prompt with the model's own
 forward (`use_cache=True`) and then runs any number of last-token rows through individual layers,
@@ -11,8 +11,8 @@ The layer pieces are the model's own Hugging Face submodules called as functions
 projections, activation, rotary embedding at position T-1), so biases, RMSNorm variants and
 embedding scales come from the model itself; only the attention of one query against
 [prefix ; itself] is written here (grouped-query heads are grouped onto their kv head, the softmax
-is taken in float32). Supported families: llama, mistral, qwen2, qwen3, gemma ("rope" kind) and
-gpt2 (learned positions, fused qkv). Others raise `UnsupportedModelError`.
+is taken in float32). Which families are supported, and what one of their decoder layers computes,
+is registered in `qrnca.families` (`Family.fast`); others raise `UnsupportedModelError`.
 """
 
 from __future__ import annotations
@@ -22,50 +22,53 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .. import layouts
+from .. import families, layouts
 from ..errors import InputError
+from ..families import DecoderBlock
 from .common import CleanState, target_probability
 
-ROPE_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma")
-FAST_FAMILIES = ROPE_FAMILIES + ("gpt2",)
 
 
 class UnsupportedModelError(InputError):
     """The fast last-token method does not know this model family's layer structure."""
 
 
+def fast_families() -> list[str]:
+    """The registered families (`qrnca.families`) that the fast method supports."""
+    return sorted(name for name, family in families.FAMILIES.items() if family.fast is not None)
+
+
 def supports_fast(model: nn.Module) -> bool:
     try:
-        _family(model)
+        _block(model)
     except UnsupportedModelError:
         return False
     return True
 
 
-def _family(model: nn.Module) -> str:
-    config = getattr(model, "config", None)
-    model_type = getattr(config, "model_type", None)
-    if model_type not in FAST_FAMILIES:
+def _block(model: nn.Module) -> DecoderBlock:
+    """The decoder-block description of `model`'s family, checked against its first layer."""
+    family = families.family_of(model)
+    block = family.fast
+    if block is None:
         raise UnsupportedModelError(
-            f"the fast last-token attribution supports model families {list(FAST_FAMILIES)}; "
-            f"{type(model).__name__} has config.model_type={model_type!r}. Use the reference "
-            "method (qrnca.attribution.reference_ig) for it"
+            f"the fast last-token attribution supports model families {fast_families()}; "
+            f"{type(model).__name__} has config.model_type={families.model_type_of(model)!r}. Use "
+            "the reference method (qrnca.attribution.reference_ig) for it"
         )
-    for attr in ("final_logit_softcapping", "attn_logit_softcapping"):
-        if getattr(config, attr, None):
-            raise UnsupportedModelError(f"{type(model).__name__}: {attr} is not supported by the fast method")
-    if model_type in ROPE_FAMILIES:
-        layer = layouts.decoder_layers(model)[0]
-        needed = ("input_layernorm", "self_attn", "post_attention_layernorm", "mlp")
-        extra = ("pre_feedforward_layernorm", "post_feedforward_layernorm")
-        if (not all(hasattr(layer, a) for a in needed) or any(hasattr(layer, a) for a in extra)
-                or not all(hasattr(layer.mlp, a) for a in ("gate_proj", "up_proj", "down_proj", "act_fn"))):
-            raise UnsupportedModelError(
-                f"{type(model).__name__}: decoder layer {type(layer).__name__} does not have the "
-                "Llama structure (input_layernorm, self_attn, post_attention_layernorm, GLU mlp)"
-            )
-        return "rope"
-    return "gpt2"
+    layer = layouts.decoder_layers(model)[0]
+    names = [block.attn_norm, block.ffn_norm, block.attn_out_norm, family.ffn_out_norm]
+    attn, ffn = (("self_attn", ("gate_proj", "up_proj", "down_proj", "act_fn")) if block.style == "rope"
+                 else ("attn", ("c_fc", "act", "c_proj")))
+    missing = [n for n in names + [attn, "mlp"] if n is not None and not hasattr(layer, n)]
+    missing += [f"mlp.{n}" for n in ffn if hasattr(layer, "mlp") and not hasattr(layer.mlp, n)]
+    if missing:
+        raise UnsupportedModelError(
+            f"{type(model).__name__}: decoder layer {type(layer).__name__} lacks {missing}, which "
+            f"the registered {block.style!r} block of model_type "
+            f"{families.model_type_of(model)!r} names (qrnca.families)"
+        )
+    return block
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -76,31 +79,34 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 @dataclass
 class PromptContext:
     """Per-prompt constants shared by every row: the prefix keys/values of each layer
-    ((kv_heads, P, head_dim), already rotated), the embedding of the last token (1, d) and the
-    rotary cos/sin at position T-1 (head_dim,)."""
+    ((kv_heads, P, head_dim), already rotated; only the window for sliding-window layers), the
+    embedding of the last token (1, d) and, for rotary families, each layer's cos/sin at position
+    T-1 ((head_dim,) each)."""
 
     prefix_kv: list[tuple[torch.Tensor, torch.Tensor]]
     last_embedding: torch.Tensor
-    cos: torch.Tensor | None
-    sin: torch.Tensor | None
+    rotary: list[tuple[torch.Tensor, torch.Tensor]] | None
     position: int
 
 
 def attend_last(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, prefix_k: torch.Tensor,
-                prefix_v: torch.Tensor, scale: float) -> torch.Tensor:
+                prefix_v: torch.Tensor, scale: float, softcap: float | None = None) -> torch.Tensor:
     """Attention of each row's single query against [shared prefix ; the row's own key/value].
 
     q (R, H, hd); k, v (R, KV, hd); prefix_k, prefix_v (KV, P, hd) shared by all rows (the einsum
     broadcasts them; no per-row copy). Query heads are grouped onto their kv head (H = KV × g), as
-    grouped-query attention does. Scores and the softmax are computed in float32. Returns (R, H·hd).
+    grouped-query attention does. Scores and the softmax are computed in float32; `softcap`
+    (Gemma 2) caps the scores at ±softcap with tanh before the softmax. Returns (R, H·hd).
     """
     rows, heads, hd = q.shape
     kv = k.shape[1]
     qg = q.reshape(rows, kv, heads // kv, hd) * scale  # scaled first, as SDPA does (fp16 range)
     scores_prefix = torch.einsum("rkgd,kpd->rkgp", qg, prefix_k).float()
     scores_self = (qg.float() * k.float()[:, :, None, :]).sum(-1, keepdim=True)
-    weights = torch.softmax(torch.cat([scores_prefix, scores_self], dim=-1), dim=-1)
-    weights = weights.to(q.dtype)
+    scores = torch.cat([scores_prefix, scores_self], dim=-1)
+    if softcap:
+        scores = torch.tanh(scores / softcap) * softcap
+    weights = torch.softmax(scores, dim=-1).to(q.dtype)
     n_prefix = prefix_k.shape[1]
     out = torch.einsum("rkgp,kpd->rkgd", weights[..., :n_prefix], prefix_v)
     out = out + weights[..., n_prefix:] * v[:, :, None, :]
@@ -108,16 +114,27 @@ def attend_last(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, prefix_k: tor
 
 
 class LastTokenRunner:
-    """Layer-by-layer computation of last-token rows of one model (see the module docstring)."""
+    """Layer-by-layer computation of last-token rows of one model (see the module docstring).
+
+    What a layer computes comes from the family's `DecoderBlock` (`qrnca.families`): which norms
+    surround attention and the FFN, and how positions enter."""
 
     def __init__(self, model: nn.Module):
-        self.kind = _family(model)
+        self.block = _block(model)
         self.model = model
+        self.config = model.config
         self.base = model.base_model
         self.layers = layouts.decoder_layers(model)
         self.final_norm = layouts.final_norm(model)
+        self.ffn_out_norms = layouts.ffn_out_norms(model)
         self.lm_head = model.get_output_embeddings()
         self.n_layers = len(self.layers)
+        self.rope = self.block.style == "rope"
+        self.attn_softcap = getattr(self.config, "attn_logit_softcapping", None)
+        self.final_softcap = getattr(self.config, "final_logit_softcapping", None)
+
+    def _attn(self, layer: int) -> nn.Module:
+        return self.layers[layer].self_attn if self.rope else self.layers[layer].attn
 
     # ---- per prompt -------------------------------------------------------------------------
     def prepare(self, input_ids: torch.Tensor) -> PromptContext:
@@ -140,92 +157,118 @@ class LastTokenRunner:
                     keys, values = keys[:, start:], values[:, start:]
                 prefix_kv.append((keys, values))
         last = input_ids[:, -1:]
-        cos = sin = None
-        if self.kind == "rope":
+        positions = torch.tensor([[position]], device=device)
+        rotary = None
+        if self.rope:
             embedding = self.base.embed_tokens(last)  # (1, 1, d); Gemma scales inside
-            positions = torch.tensor([[position]], device=device)
-            cos, sin = self.base.rotary_emb(embedding, position_ids=positions)
-            cos, sin = cos.reshape(-1), sin.reshape(-1)
+            rotary = self._rotary(embedding, positions)
         else:
-            positions = torch.tensor([[position]], device=device)
             embedding = self.base.drop(self.base.wte(last) + self.base.wpe(positions))
         if not prefix_kv:
             prefix_kv = [self._empty_kv(layer, embedding) for layer in range(self.n_layers)]
-        return PromptContext(prefix_kv, embedding[:, 0], cos, sin, position)
+        return PromptContext(prefix_kv, embedding[:, 0], rotary, position)
+
+    def _rotary(self, embedding: torch.Tensor, positions: torch.Tensor):
+        """Each layer's (cos, sin) at the last position: one rotary embedding for the model, or
+        (Gemma 3) one per layer type, e.g. local sliding-window vs global layers."""
+        def angles(*layer_type):
+            cos, sin = self.base.rotary_emb(embedding, positions, *layer_type)
+            return cos.reshape(-1), sin.reshape(-1)
+
+        if not self.block.rotary_per_layer_type:
+            return [angles()] * self.n_layers
+        types = list(self.config.layer_types[: self.n_layers])
+        by_type = {t: angles(t) for t in dict.fromkeys(types)}
+        return [by_type[t] for t in types]
 
     def _empty_kv(self, layer: int, embedding: torch.Tensor):
-        attn = self.layers[layer].self_attn if self.kind == "rope" else self.layers[layer].attn
-        if self.kind == "rope":
+        attn = self._attn(layer)
+        if self.rope:
             kv_heads = attn.k_proj.weight.shape[0] // attn.head_dim
-            hd = attn.head_dim
         else:
-            kv_heads, hd = attn.num_heads, attn.head_dim
-        empty = embedding.new_zeros(kv_heads, 0, hd)
+            kv_heads = attn.num_heads
+        empty = embedding.new_zeros(kv_heads, 0, attn.head_dim)
         return empty, empty
 
     # ---- per layer --------------------------------------------------------------------------
     def attention(self, layer: int, x: torch.Tensor, ctx: PromptContext) -> torch.Tensor:
-        """Attention output (R, d) of rows with residual x (R, d) at `layer` (before the residual
-        add)."""
+        """Attention output (R, d) of rows with residual x (R, d) at `layer`, as added to the
+        residual (after the family's attention-output norm, if any)."""
         block = self.layers[layer]
         prefix_k, prefix_v = ctx.prefix_kv[layer]
         rows = x.shape[0]
-        if self.kind == "rope":
-            attn = block.self_attn
-            hd = attn.head_dim
-            normed = block.input_layernorm(x)
+        attn = self._attn(layer)
+        hd = attn.head_dim
+        normed = getattr(block, self.block.attn_norm)(x)
+        if self.rope:
             q = attn.q_proj(normed).view(rows, -1, hd)
             k = attn.k_proj(normed).view(rows, -1, hd)
             v = attn.v_proj(normed).view(rows, -1, hd)
-            if hasattr(attn, "q_norm"):  # Qwen3 normalises each head before the rotation
+            if hasattr(attn, "q_norm"):  # Qwen3, Gemma 3 normalise each head before the rotation
                 q, k = attn.q_norm(q), attn.k_norm(k)
-            q = q * ctx.cos + _rotate_half(q) * ctx.sin
-            k = k * ctx.cos + _rotate_half(k) * ctx.sin
-            out = attend_last(q, k, v, prefix_k, prefix_v, attn.scaling)
-            return attn.o_proj(out)
-        attn = block.attn
-        normed = block.ln_1(x)
-        q, k, v = attn.c_attn(normed).split(attn.split_size, dim=-1)
-        hd = attn.head_dim
-        q, k, v = (t.reshape(rows, -1, hd) for t in (q, k, v))
-        out = attend_last(q, k, v, prefix_k, prefix_v, attn.scaling)
-        return attn.resid_dropout(attn.c_proj(out))
+            cos, sin = ctx.rotary[layer]
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
+            out = attn.o_proj(attend_last(q, k, v, prefix_k, prefix_v, attn.scaling,
+                                          self.attn_softcap))
+        else:
+            q, k, v = attn.c_attn(normed).split(attn.split_size, dim=-1)
+            q, k, v = (t.reshape(rows, -1, hd) for t in (q, k, v))
+            out = attn.resid_dropout(attn.c_proj(attend_last(q, k, v, prefix_k, prefix_v,
+                                                             attn.scaling)))
+        if self.block.attn_out_norm is not None:
+            out = getattr(block, self.block.attn_out_norm)(out)
+        return out
 
     def activation(self, layer: int, resid_mid: torch.Tensor) -> torch.Tensor:
         """The FFN neurons (input of the down projection) for post-attention residual (R, d)."""
         block = self.layers[layer]
-        if self.kind == "rope":
-            mlp = block.mlp
-            normed = block.post_attention_layernorm(resid_mid)
-            return mlp.act_fn(mlp.gate_proj(normed)) * mlp.up_proj(normed)
         mlp = block.mlp
-        return mlp.act(mlp.c_fc(block.ln_2(resid_mid)))
+        normed = getattr(block, self.block.ffn_norm)(resid_mid)
+        if self.rope:
+            return mlp.act_fn(mlp.gate_proj(normed)) * mlp.up_proj(normed)
+        return mlp.act(mlp.c_fc(normed))
 
-    def down(self, layer: int, h: torch.Tensor) -> torch.Tensor:
+    def down_raw(self, layer: int, h: torch.Tensor) -> torch.Tensor:
+        """The down projection's output for neurons h (R, n), before any FFN-output norm."""
         mlp = self.layers[layer].mlp
-        if self.kind == "rope":
+        if self.rope:
             return mlp.down_proj(h)
         return mlp.dropout(mlp.c_proj(h))
 
+    def down(self, layer: int, h: torch.Tensor) -> torch.Tensor:
+        """What the FFN adds to the residual for neurons h (R, n)."""
+        out = self.down_raw(layer, h)
+        if self.ffn_out_norms is not None:
+            out = self.ffn_out_norms[layer](out)
+        return out
+
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(self.final_norm(x))
+        logits = self.lm_head(self.final_norm(x))
+        if self.final_softcap:
+            logits = torch.tanh(logits / self.final_softcap) * self.final_softcap
+        return logits
 
     # ---- the clean pass ---------------------------------------------------------------------
     @torch.no_grad()
     def clean_pass(self, ctx: PromptContext, target_id: int) -> CleanState:
-        """The unmodified last token: per layer the post-attention residual and the neurons, the
-        final residual and the target probability."""
+        """The unmodified last token: per layer the post-attention residual, the neurons and (for
+        families that normalise the FFN output) the raw FFN output; the final residual and the
+        target probability."""
         x = ctx.last_embedding
-        mids, acts = [], []
+        mids, acts, raws = [], [], []
         for layer in range(self.n_layers):
             mid = x + self.attention(layer, x, ctx)
             h = self.activation(layer, mid)
-            x = mid + self.down(layer, h)
+            raw = self.down_raw(layer, h)
+            x = mid + (raw if self.ffn_out_norms is None else self.ffn_out_norms[layer](raw))
             mids.append(mid[0])
             acts.append(h[0])
+            raws.append(raw[0])
         p0 = float(target_probability(self.logits(x), target_id)[0])
         return CleanState(activations=torch.stack(acts), resid_mid=torch.stack(mids),
-                          final_resid=x[0], p0=p0)
+                          final_resid=x[0], p0=p0,
+                          ffn_output=None if self.ffn_out_norms is None else torch.stack(raws))
 
 
 def last_token_state(model: nn.Module, input_ids: torch.Tensor, target_id: int) -> CleanState:

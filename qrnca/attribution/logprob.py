@@ -1,4 +1,4 @@
-"""Yu & Ananiadou's log-probability increase of every FFN neuron (method.md §5), exactly.
+"""Yu & Ananiadou's log-probability increase of every FFN neuron (docs/method.md §5), exactly.
 
 For neuron i of layer l at the last position,
 
@@ -15,10 +15,18 @@ standard deviation), so
 and the directions W_U diag(g) V_l of all neurons of a layer are one (vocab, d) @ (d, n) product,
 computed once per layer for all prompts given together (only the scalar 1/s is per prompt), in
 chunks of neurons to bound memory. Only the target's log-softmax is kept.
+
+Families that normalise the FFN output before adding it to the residual (Gemma 2 / 3,
+`Family.ffn_out_norm`): the natural extension, in the same spirit as the frozen final norm, freezes
+that norm's statistics at the clean FFN output y of the layer, so each neuron adds exactly
+m · (g' ⊙ v) / s' (g' its gain, s' = rms(y)) and the directions become W_U diag(g ⊙ g') V_l with
+the per-prompt scalar 1 / (s s'). Final-logit soft-capping (Gemma 2) is applied to the shifted
+logits as the model does (cap · tanh(z / cap)).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -26,11 +34,16 @@ from torch import nn
 
 from .. import layouts
 from ..errors import InputError
+from ..families import family_of
 from .common import CleanState, check_prompt, model_device, target_probability
 
+#: Elements of one (vocab × neurons) block of the computation (float32): bounds its memory.
+BLOCK_ELEMENTS = 1 << 25
 
-def _norm_affine(norm: nn.Module, x0: torch.Tensor):
-    """(gain g, shift μ, scale s, bias b) of `norm` with statistics frozen at x0 (d,), float32."""
+
+def _norm_affine(norm: nn.Module, x0: torch.Tensor, plus_one: bool):
+    """(gain g, shift μ, scale s, bias b) of `norm` with statistics frozen at x0 (d,), float32.
+    `plus_one`: the norm multiplies by (1 + weight) (Gemma's RMSNorm)."""
     x = x0.float()
     weight = getattr(norm, "weight", None)
     gain = torch.ones_like(x) if weight is None else weight.float()
@@ -45,40 +58,67 @@ def _norm_affine(norm: nn.Module, x0: torch.Tensor):
     if eps is None:
         eps = getattr(norm, "eps", None)
     if eps is None:
-        raise InputError(f"cannot freeze the statistics of final norm {type(norm).__name__}")
-    if type(norm).__name__.startswith("Gemma"):  # Gemma's RMSNorm multiplies by (1 + weight)
+        raise InputError(f"cannot freeze the statistics of norm {type(norm).__name__}")
+    if plus_one:
         gain = 1.0 + gain
     scale = torch.sqrt((x ** 2).mean() + eps)
     return gain, torch.zeros((), device=x.device), scale, bias
 
 
+@dataclass
+class _Readout:
+    """The unembedding side of the model, cast once: W_U (vocab, d) float32, its bias, the final
+    norm and soft-cap."""
+
+    head: torch.Tensor
+    bias: torch.Tensor | None
+    norm: nn.Module
+    plus_one: bool
+    softcap: float | None
+
+    @classmethod
+    def of(cls, model: nn.Module) -> "_Readout":
+        head = model.get_output_embeddings()
+        bias = getattr(head, "bias", None)
+        return cls(head.weight.float(), None if bias is None else bias.float(),
+                   layouts.final_norm(model), family_of(model).norm_plus_one,
+                   getattr(model.config, "final_logit_softcapping", None) or None)
+
+    def capped(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits if self.softcap is None else torch.tanh(logits / self.softcap) * self.softcap
+
+    def affine(self, final_resid: torch.Tensor):
+        return _norm_affine(self.norm, final_resid.to(self.head.device), self.plus_one)
+
+    def raw_logits(self, x: torch.Tensor, affine) -> torch.Tensor:
+        """Logits before soft-capping of residual(s) x (…, d) through the frozen norm."""
+        gain, mean, scale, bias = affine
+        out = (gain * (x.float() - mean) / scale + bias) @ self.head.T
+        return out if self.bias is None else out + self.bias
+
+
 def frozen_norm_logits(model: nn.Module, final_resid: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Logits (…, vocab) of residual(s) x read through the final norm with statistics frozen at
-    `final_resid`, then the unembedding; float32. At x = final_resid it equals the model."""
-    gain, mean, scale, bias = _norm_affine(layouts.final_norm(model), final_resid)
-    head = model.get_output_embeddings()
-    normed = gain * (x.float() - mean) / scale + bias
-    out = normed @ head.weight.float().T
-    if getattr(head, "bias", None) is not None:
-        out = out + head.bias.float()
-    return out
+    `final_resid`, then the unembedding (and soft-cap); float32. At x = final_resid it equals the
+    model."""
+    readout = _Readout.of(model)
+    return readout.capped(readout.raw_logits(x, readout.affine(final_resid)))
 
 
 @torch.no_grad()
 def hooked_clean_state(model: nn.Module, input_ids: torch.Tensor, target_id: int) -> CleanState:
-    """The clean state from one full forward with hooks, for any family in `qrnca.layouts`: the
-    neurons (down-projection input), h_l = decoder layer output − down-projection output (the
-    residual without this FFN's contribution; equal to the post-attention residual for sequential
-    blocks), and the input of the final norm, all at the last position."""
+    """The clean state from one full forward with hooks, for any registered family: the neurons
+    (down-projection input), h_l = decoder layer output − what the FFN added (the residual
+    without this FFN's contribution; equal to the post-attention residual for sequential blocks),
+    the raw FFN output where the family normalises it, and the input of the final norm, all at
+    the last position."""
     vocab = model.get_output_embeddings().weight.shape[0]
     input_ids = check_prompt(input_ids, target_id, vocab).to(model_device(model))
     projections = layouts.down_projections(model)
     blocks = layouts.decoder_layers(model)
-    if hasattr(blocks[0], "post_feedforward_layernorm"):
-        raise InputError(f"{type(model).__name__} normalises the FFN output before adding it to "
-                         "the residual; the log-probability increase is not defined for it here")
+    out_norms = layouts.ffn_out_norms(model)
     n_tokens = input_ids.shape[1]
-    acts, downs, outs, final = {}, {}, {}, {}
+    acts, downs, added, outs, final = {}, {}, {}, {}, {}
 
     def last(t: torch.Tensor) -> torch.Tensor:
         if t.dim() == 2:  # flattened (batch*seq, d) inside OPT's FFN; batch is 1
@@ -89,6 +129,11 @@ def hooked_clean_state(model: nn.Module, input_ids: torch.Tensor, target_id: int
         def hook(module, args, output):
             acts[layer] = last(args[0]).detach().clone()
             downs[layer] = last(output).detach().clone()
+        return hook
+
+    def on_out_norm(layer):
+        def hook(module, args, output):
+            added[layer] = last(output).detach().clone()
         return hook
 
     def on_block(layer):
@@ -102,6 +147,8 @@ def hooked_clean_state(model: nn.Module, input_ids: torch.Tensor, target_id: int
 
     handles = [p.register_forward_hook(on_down(l)) for l, p in enumerate(projections)]
     handles += [b.register_forward_hook(on_block(l)) for l, b in enumerate(blocks)]
+    if out_norms is not None:
+        handles += [n.register_forward_hook(on_out_norm(l)) for l, n in enumerate(out_norms)]
     handles.append(layouts.final_norm(model).register_forward_pre_hook(on_norm))
     try:
         logits = model(input_ids=input_ids, logits_to_keep=1, use_cache=False).logits[:, -1]
@@ -109,50 +156,89 @@ def hooked_clean_state(model: nn.Module, input_ids: torch.Tensor, target_id: int
         for h in handles:
             h.remove()
     layers = range(len(projections))
+    if out_norms is None:
+        added = downs
     return CleanState(
         activations=torch.stack([acts[l] for l in layers]),
-        resid_mid=torch.stack([outs[l] - downs[l] for l in layers]),
+        resid_mid=torch.stack([outs[l] - added[l] for l in layers]),
         final_resid=final["x"],
         p0=float(target_probability(logits, target_id)[0]),
+        ffn_output=None if out_norms is None else torch.stack([downs[l] for l in layers]),
     )
+
+
+def logprob_applicability(model: nn.Module) -> str | None:
+    """None when the log-probability increase applies to `model`; otherwise why not. It needs
+    the final norm (and any FFN-output norm) to become affine once its statistics are frozen:
+    RMSNorm, LayerNorm, or a norm with a known epsilon."""
+    norms = [("final norm", layouts.final_norm(model))]
+    norms += [(f"layer {l} FFN-output norm", n) for l, n in enumerate(layouts.ffn_out_norms(model) or [])]
+    width = model.get_output_embeddings().weight.shape[1]
+    probe = torch.ones(width)
+    for what, norm in norms:
+        try:
+            _norm_affine(norm, probe.to(next(model.parameters()).device), False)
+        except InputError as exc:
+            return (f"{type(model).__name__}: the statistics of its {what} "
+                    f"({type(norm).__name__}) cannot be frozen ({exc})")
+    return None
+
+
+def neuron_chunk_for(vocab: int, width: int) -> int:
+    """Neurons per block so that a (vocab × chunk) float32 block has at most `BLOCK_ELEMENTS`."""
+    return max(1, min(width, BLOCK_ELEMENTS // max(vocab, 1)))
 
 
 @torch.no_grad()
 def logprob_increase(model: nn.Module, states: Sequence[CleanState], target_ids: Sequence[int], *,
-                     neuron_chunk: int = 2048) -> torch.Tensor:
+                     neuron_chunk: int | None = None) -> torch.Tensor:
     """Imp(l, i) of every neuron for each prompt: (prompts, L, n) float32 on the CPU.
 
-    `states` come from `fast_ig(...).state`, `last_token_state` or `hooked_clean_state`; the
-    direction matrix of each layer is computed once for all prompts given, `neuron_chunk`
-    neurons at a time, in the model's dtype (float32 softmax and accumulation).
+    `states` come from `fast_ig(...).state`, `last_token_state` or `hooked_clean_state`. Give as
+    many prompts at once as memory allows: the direction matrix of each layer (the dominant cost,
+    vocab × d × n) is computed once for all of them, `neuron_chunk` neurons at a time (default:
+    `neuron_chunk_for(vocab, n)`), in the model's dtype (float32 softmax and accumulation).
     """
     if len(states) != len(target_ids) or not states:
         raise InputError("logprob_increase needs one target id per clean state (and at least one)")
     n_layers, width = layouts.grid_shape(model)
-    head = model.get_output_embeddings()
-    dtype = head.weight.dtype
-    device = head.weight.device
-    affines = [_norm_affine(layouts.final_norm(model), s.final_resid.to(device)) for s in states]
+    weight = model.get_output_embeddings().weight
+    dtype, device = weight.dtype, weight.device
+    readout = _Readout.of(model)
+    vocab = readout.head.shape[0]
+    chunk = neuron_chunk or neuron_chunk_for(vocab, width)
+    out_norms = layouts.ffn_out_norms(model)
+    plus_one = readout.plus_one
+    affines = [readout.affine(s.final_resid) for s in states]
     gain = affines[0][0]
+    targets = torch.tensor(list(target_ids), device=device)
     result = torch.empty(len(states), n_layers, width, dtype=torch.float32)
     for layer in range(n_layers):
         values = layouts.down_proj_weight(model, layer)  # (d, n)
-        # log p(· | h_l) per prompt, float32
-        base_logprobs = []
-        for state, (_, mean, scale, bias) in zip(states, affines):
-            h = state.resid_mid[layer].to(device).float()
-            logits = (gain * (h - mean) / scale + bias) @ head.weight.float().T
-            if getattr(head, "bias", None) is not None:
-                logits = logits + head.bias.float()
-            base_logprobs.append(torch.log_softmax(logits, dim=-1))
-        for start in range(0, width, neuron_chunk):
-            stop = min(start + neuron_chunk, width)
-            directions = head.weight @ (values[:, start:stop] * gain.to(dtype)[:, None])  # (vocab, c)
-            directions = directions.float()
-            for p, (state, target, (_, _, scale, _)) in enumerate(zip(states, target_ids, affines)):
-                coeff = state.activations[layer, start:stop].to(device).float() / scale  # (c,)
-                shift = directions * coeff[None, :]  # logit change per (token, neuron)
-                # Imp = shift[w] - log Σ_v p(v|h) exp(shift[v]): no cancellation of large terms
-                lse = torch.logsumexp(base_logprobs[p][:, None] + shift, dim=0)
-                result[p, layer, start:stop] = (shift[target] - lse).cpu()
+        gains = gain
+        scales = torch.stack([a[2] for a in affines])  # (P,) final-norm scale per prompt
+        if out_norms is not None:
+            post = [_norm_affine(out_norms[layer], s.ffn_output[layer].to(device), plus_one)
+                    for s in states]
+            gains = gain * post[0][0]
+            scales = scales * torch.stack([a[2] for a in post])
+        raw = torch.stack([readout.raw_logits(s.resid_mid[layer].to(device), a)
+                           for s, a in zip(states, affines)])  # (P, vocab) log p(· | h_l), pre-cap
+        base = torch.log_softmax(readout.capped(raw), dim=-1)
+        base_target = base.gather(1, targets[:, None])[:, 0]
+        acts = torch.stack([s.activations[layer].to(device).float() for s in states])  # (P, n)
+        for start in range(0, width, chunk):
+            stop = min(start + chunk, width)
+            directions = (weight @ (values[:, start:stop] * gains.to(dtype)[:, None])).float()
+            coeffs = acts[:, start:stop] / scales[:, None]  # (P, c)
+            for p in range(len(states)):
+                shift = directions * coeffs[p][None, :]  # logit change per (token, neuron)
+                if readout.softcap is None:
+                    # Imp = shift[w] - log Σ_v p(v|h) exp(shift[v]): no cancellation of large terms
+                    lse = torch.logsumexp(base[p][:, None] + shift, dim=0)
+                    imp = shift[target_ids[p]] - lse
+                else:
+                    shifted = readout.capped(raw[p][:, None] + shift)
+                    imp = shifted[target_ids[p]] - torch.logsumexp(shifted, dim=0) - base_target[p]
+                result[p, layer, start:stop] = imp.cpu()
     return result
