@@ -1,4 +1,4 @@
-"""Baseline neuron sets, recomputed on CPU from the stored attribution records (method.md §5).
+"""Baseline neuron sets, recomputed on CPU from the stored attribution records (docs/method.md §5).
 
 Every baseline returns, per query, as many neurons as QRNCA found for that query (the QRNCA
 neurons rows are passed in), so that PCR and editing compare sets of equal size:
@@ -27,6 +27,7 @@ import random
 from typing import Mapping, Sequence
 
 from .errors import InputError
+from .methods import BASELINE_METHODS, NOT_APPLICABLE, not_applicable
 from .selection import (
     DEFAULT_T,
     AttributionRecordError,
@@ -39,7 +40,6 @@ from .selection import (
     scored_neurons,
 )
 
-BASELINE_METHODS = ("random", "activation", "logprob_increase", "knowledge_neuron")
 DEFAULT_KN_SHARE = 0.5
 
 
@@ -121,7 +121,8 @@ def baseline_rows(
     kn_share: float = DEFAULT_KN_SHARE,
     kn_match_count: bool = True,
 ) -> list[dict]:
-    """Neurons-file rows (docs/formats.md "Neurons") of baseline `method`, in record order."""
+    """Neurons-file rows (docs/formats.md "Neurons") of baseline `method`, in record order. A
+    stored block that says its method does not apply (`qrnca.methods`) gives rows that say so."""
     if method not in BASELINE_METHODS:
         raise InputError(f"unknown baseline {method!r}; expected one of {BASELINE_METHODS}")
     check_run(records)
@@ -129,6 +130,11 @@ def baseline_rows(
     out = []
     for record in records:
         n = counts[record["id"]]
+        block = record.get(method)
+        if isinstance(block, Mapping) and NOT_APPLICABLE in block:
+            out.append({"id": record["id"], "group": record["group"], "neurons": [], "scores": [],
+                        **not_applicable(block[NOT_APPLICABLE])})
+            continue
         if method == "random":
             chosen = [(nrn, 0.0) for nrn in random_neurons(record_shape(record), n, seed, record["id"])]
         elif method in ("activation", "logprob_increase"):

@@ -50,7 +50,7 @@ from .datasets.render import parse_options
 from .errors import InputError
 from .io import write_json
 from .models import LETTERS, letter_token_ids
-from .scoring import letter_probabilities
+from .scoring import token_probabilities
 from .tiny_models import train_word_tokenizer
 
 METRICS_FILE = "training.json"
@@ -110,7 +110,7 @@ def _build_model(vocab_size: int, *, layers, hidden, intermediate, heads, max_po
 
 
 def _encode(tokenizer, texts: Sequence[str]) -> list[list[int]]:
-    # The word-level tokenizer adds BOS itself (as `qrnca.models.encode_prompt` expects).
+    # The word-level tokenizer adds BOS itself, as Llama's does (`qrnca.models.PromptEncoding`).
     texts = list(texts)
     return tokenizer(texts, add_special_tokens=True)["input_ids"] if texts else []
 
@@ -227,7 +227,8 @@ def train_demo_model(
 
         def evaluate() -> float:
             model.eval()
-            probs = letter_probabilities(model, tokenizer, [p for p, _ in pairs], letter_ids, batch_size=64)
+            probs = token_probabilities(model, tokenizer, [p for p, _ in pairs], list(letter_ids.values()),
+                                        batch_size=64)
             model.train()
             predicted = probs.argmax(dim=-1).tolist()
             return sum(LETTERS[j] == a for j, (_, a) in zip(predicted, pairs)) / len(pairs)

@@ -1,5 +1,5 @@
 """Evaluation of neuron sets by intervention: probability change ratio (Table 4) and knowledge
-editing flips (Table 6), method.md §6-§7.
+editing flips (Table 6), docs/method.md §6-§7.
 
 For every query and every neuron method, the query's neurons are boosted (x 2) and suppressed
 (x 0) at the last position of (a) its own three prompts (*related*) and (b) a control group of
@@ -38,11 +38,16 @@ from .datasets.render import derive_rng
 from .errors import InputError
 from .interventions import CLEAN, OPS, Edit, SharedPrefix
 from .io import read_jsonl, write_json, write_jsonl
+from . import methods
+from .methods import METHODS
+from .models import PromptEncoding
 
-#: Every neuron method, in table order (docs/formats.md "Neurons").
-METHODS = ("qrnca", "qrnca_no_ica", "qrnca_with_common", "knowledge_neuron", "activation",
-           "random", "logprob_increase")
 PCR_AVERAGES = ("ratio_of_means", "mean_of_ratios")
+#: Columns of Tables 4 and 6, in order (`note`: why a method does not apply, else empty).
+TABLE4_COLUMNS = ("dataset", "method", "op", "change_related", "change_unrelated", "pcr",
+                  "paper_pcr", "diff", "n_related", "n_unrelated", "pcr_average", "note")
+TABLE6_COLUMNS = ("dataset", "method", "op", "flip_rate", "n", "subset", "flip_rate_subset",
+                  "n_subset", "paper_flip_rate", "paper_upper_bound", "diff", "note")
 SETS = ("related", "unrelated")
 SETTINGS_FILE = "settings.json"
 
@@ -56,7 +61,6 @@ class EvaluationSettings:
     unrelated_prompts: int = 3
     unrelated_draws: int = 1
     seed: int = 0
-    answer_token: str = "bare"
     ops: tuple[str, ...] = ("boost", "suppress")
     chunk_size: int = 64
     pcr_average: str = "ratio_of_means"
@@ -161,22 +165,24 @@ class _Row:
 def evaluate(model, tokenizer, queries: Sequence[Mapping],
              neurons: Mapping[str, Mapping[str, Sequence[Neuron]]],
              settings: EvaluationSettings = EvaluationSettings(),
+             encoding: PromptEncoding = PromptEncoding(),
+             not_applicable: Mapping[str, str] | None = None,
              progress: bool = True) -> EvaluationRun:
     """Boost / suppress each method's neurons on related and unrelated prompts.
 
     `neurons`: {method: {query id: [(layer, index), ...]}} (see `neuron_sets`). Returns one record
     per (method, query, op, set, prompt) in the order dataset query, op, set (related first),
     prompt (the query's own prompts in template order; unrelated prompts in draw order).
+    `not_applicable`: {method: reason} of methods that do not apply to this model; each gets the
+    single record that says so (`qrnca.methods`).
     """
     from tqdm.auto import tqdm
-
-    from .models import encode_prompt, letter_token_ids
 
     if not neurons:
         raise InputError("no neuron methods to evaluate")
     queries = list(queries)
     index = {q["id"]: i for i, q in enumerate(queries)}
-    letter_ids = letter_token_ids(tokenizer, settings.answer_token)
+    letter_ids = encoding.letters(tokenizer)
     controls = [unrelated_prompts(q, queries, settings) for q in queries]
 
     # Every row that touches each prompt, keyed by (query index, prompt index).
@@ -201,7 +207,7 @@ def evaluate(model, tokenizer, queries: Sequence[Mapping],
         rows = touching[(qi, k)]
         edits = [CLEAN] + [Edit.of(neurons[r.method][queries[r.query]["id"]], OPS[r.op])
                            for r, _ in rows]
-        ids = encode_prompt(tokenizer, query["prompts"][k])
+        ids = encoding.ids(tokenizer, query["prompts"][k])
         result = SharedPrefix(model, ids).letter_probabilities(
             edits, letter_ids, gold=gold, chunk_size=settings.chunk_size)
         rows_total += len(edits)
@@ -226,6 +232,8 @@ def evaluate(model, tokenizer, queries: Sequence[Mapping],
              "seconds_per_prompt": round(seconds / max(len(prompts), 1), 5)}
     ordered = {m: [rec for _, rec in sorted(recs, key=lambda kr: kr[0])]
                for m, recs in records.items()}
+    for method, reason in (not_applicable or {}).items():
+        ordered[method] = [methods.not_applicable(reason)]
     return EvaluationRun(ordered, stats)
 
 
@@ -245,11 +253,20 @@ def write_evaluation(directory: str | os.PathLike, run: EvaluationRun,
 
 
 def read_evaluation(path: str | os.PathLike) -> pd.DataFrame:
-    """An evaluation file as a DataFrame (one row per record)."""
+    """An evaluation file as a DataFrame (one row per record; a method that does not apply is
+    one row whose `not_applicable` column holds the reason, see `not_applicable_of`)."""
     records = read_jsonl(path)
     if not records:
         raise InputError(f"{path}: no evaluation records")
+    methods.not_applicable_reason(records, str(path))  # all or none
     return pd.DataFrame.from_records(records)
+
+
+def not_applicable_of(frame: pd.DataFrame) -> str | None:
+    """The reason an evaluation frame's method does not apply, or None."""
+    if methods.NOT_APPLICABLE in frame.columns:
+        return str(frame[methods.NOT_APPLICABLE].iloc[0])
+    return None
 
 
 def read_results(paths: Sequence[str | os.PathLike], datasets: Sequence[str],
@@ -365,9 +382,9 @@ def _paper_tables():
     return getattr(paper_values, "TABLE4", {}), getattr(paper_values, "TABLE6", {})
 
 
-def _method_order(methods: Iterable[str]) -> list[str]:
-    methods = list(dict.fromkeys(methods))
-    return [m for m in METHODS if m in methods] + [m for m in methods if m not in METHODS]
+def _method_order(names: Iterable[str]) -> list[str]:
+    names = list(dict.fromkeys(names))
+    return [m for m in METHODS if m in names] + [m for m in names if m not in METHODS]
 
 
 def _paper_key(dataset: str, paper_datasets: Mapping[str, str | None] | None) -> str | None:
@@ -377,10 +394,25 @@ def _paper_key(dataset: str, paper_datasets: Mapping[str, str | None] | None) ->
 
 
 def _results_items(results: Mapping[tuple[str, str], object]):
+    """(dataset, method, frame, None) per result, or (dataset, method, None, reason) for a method
+    that does not apply."""
     datasets = list(dict.fromkeys(d for d, _ in results))
     for dataset in datasets:
         for method in _method_order(m for d, m in results if d == dataset):
-            yield dataset, method, _frame(results[(dataset, method)])
+            result = results[(dataset, method)]
+            frame = result if isinstance(result, pd.DataFrame) else pd.DataFrame.from_records(list(result))
+            reason = not_applicable_of(frame)
+            yield dataset, method, (None if reason else _frame(frame)), reason
+
+
+def _not_applicable_rows(dataset: str, method: str, reason: str, columns: Sequence[str]) -> list[dict]:
+    """One row per op for a method that does not apply: NaN values, the reason in `note`."""
+    rows = []
+    for op in OPS:
+        row = {c: float("nan") for c in columns}
+        row.update({"dataset": dataset, "method": method, "op": op, "note": f"not applicable: {reason}"})
+        rows.append(row)
+    return rows
 
 
 def table4(results: Mapping[tuple[str, str], object], pcr_average: str = "ratio_of_means",
@@ -396,7 +428,10 @@ def table4(results: Mapping[tuple[str, str], object], pcr_average: str = "ratio_
     if paper is None:
         paper = _paper_tables()[0]
     rows = []
-    for dataset, method, frame in _results_items(results):
+    for dataset, method, frame, reason in _results_items(results):
+        if reason:
+            rows += _not_applicable_rows(dataset, method, reason, TABLE4_COLUMNS)
+            continue
         key = _paper_key(dataset, paper_datasets)
         for _, r in pcr_summary(frame, pcr_average).iterrows():
             value = paper.get(method, {}).get(key, {}).get(r["op"]) if key else None
@@ -406,8 +441,10 @@ def table4(results: Mapping[tuple[str, str], object], pcr_average: str = "ratio_
                          "change_unrelated": r["change_unrelated"], "pcr": r["pcr"],
                          "paper_pcr": paper_pcr, "diff": r["pcr"] - paper_pcr,
                          "n_related": r["n_related"], "n_unrelated": r["n_unrelated"],
-                         "pcr_average": pcr_average})
-    return pd.DataFrame(rows)
+                         "pcr_average": pcr_average, "note": ""})
+    frame = pd.DataFrame(rows, columns=list(TABLE4_COLUMNS))
+    frame["pcr_average"] = pcr_average
+    return frame
 
 
 def table6(results: Mapping[tuple[str, str], object], paper: Mapping | None = None,
@@ -418,7 +455,10 @@ def table6(results: Mapping[tuple[str, str], object], paper: Mapping | None = No
     if paper is None:
         paper = _paper_tables()[1]
     rows = []
-    for dataset, method, frame in _results_items(results):
+    for dataset, method, frame, reason in _results_items(results):
+        if reason:
+            rows += _not_applicable_rows(dataset, method, reason, TABLE6_COLUMNS)
+            continue
         key = _paper_key(dataset, paper_datasets)
         for _, r in flip_summary(frame).iterrows():
             cell = paper.get(method, {}).get(key, {}).get(r["op"]) if key else None
@@ -431,5 +471,5 @@ def table6(results: Mapping[tuple[str, str], object], paper: Mapping | None = No
                          "flip_rate_subset": r[f"flip_rate_{subset}"],
                          "n_subset": r[f"n_{subset}"],
                          "paper_flip_rate": value, "paper_upper_bound": bound,
-                         "diff": r["flip_rate"] - value})
-    return pd.DataFrame(rows)
+                         "diff": r["flip_rate"] - value, "note": ""})
+    return pd.DataFrame(rows, columns=list(TABLE6_COLUMNS))

@@ -8,6 +8,7 @@ model. `trust_remote_code` is never enabled.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -19,6 +20,7 @@ LETTERS = ("A", "B", "C", "D")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
           "float64": torch.float64}
 ANSWER_TOKEN_MODES = ("bare", "leading_space")
+PROMPT_FORMATS = ("raw", "chat")
 
 
 def resolve_dtype(name: str) -> torch.dtype:
@@ -60,7 +62,7 @@ def _single_id(tokenizer, text: str) -> int | None:
 
 
 def letter_token_ids(tokenizer, mode: str = "bare", letters=LETTERS) -> dict[str, int]:
-    """Token id of each option letter (method.md §2, decision `answer_token`).
+    """Token id of each option letter (docs/method.md §2, decision `answer_token`).
 
     `bare`: the vocabulary entry of the bare letter ("A"), as in the released code.
     `leading_space`: the piece a model emits after "Response:" (SentencePiece "▁A", byte-level BPE
@@ -90,13 +92,67 @@ def letter_token_ids(tokenizer, mode: str = "bare", letters=LETTERS) -> dict[str
     return out
 
 
-def encode_prompt(tokenizer, prompt: str) -> torch.Tensor:
-    """Token ids (1, T) of a raw prompt with the tokenizer's BOS, as in the released code."""
-    ids = tokenizer(prompt, return_tensors="pt").input_ids
-    bos = tokenizer.bos_token_id
-    if bos is not None and (ids.shape[1] == 0 or ids[0, 0].item() != bos):
-        ids = torch.cat([torch.tensor([[bos]]), ids], dim=1)
-    return ids
+@dataclass(frozen=True)
+class PromptEncoding:
+    """How a model is asked: the prompt format and the token of each option letter.
+
+    `prompt_format` `raw` (the released code): the prompt string as it is, with whatever special
+    tokens the model's own tokenizer adds (Llama-2 and Gemma add BOS; SmolLM2 adds none); `chat`:
+    the prompt as one user turn of the tokenizer's chat template, followed by the template's
+    assistant-turn opener. `answer_token`: see `letter_token_ids`.
+    """
+
+    answer_token: str = "bare"
+    prompt_format: str = "raw"
+
+    def __post_init__(self):
+        if self.answer_token not in ANSWER_TOKEN_MODES:
+            raise InputError(f"answer_token must be one of {ANSWER_TOKEN_MODES}, got "
+                             f"{self.answer_token!r}")
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise InputError(f"prompt_format must be one of {PROMPT_FORMATS}, got "
+                             f"{self.prompt_format!r}")
+
+    @classmethod
+    def of(cls, settings: Mapping | None) -> "PromptEncoding":
+        """From a mapping with the keys `answer_token` and `prompt_format` (either may be absent)."""
+        settings = dict(settings or {})
+        unknown = set(settings) - {"answer_token", "prompt_format"}
+        if unknown:
+            raise InputError(f"unknown prompt-encoding settings {sorted(unknown)}")
+        return cls(**settings)
+
+    def as_dict(self) -> dict:
+        return {"answer_token": self.answer_token, "prompt_format": self.prompt_format}
+
+    def text(self, tokenizer, prompt: str) -> str:
+        """The text the model reads for `prompt` (the chat template applied, if chosen)."""
+        if self.prompt_format == "raw":
+            return prompt
+        if not getattr(tokenizer, "chat_template", None):
+            raise InputError(f"prompt_format 'chat' needs a chat template, and "
+                             f"{type(tokenizer).__name__} "
+                             f"({getattr(tokenizer, 'name_or_path', '?')}) has none; use 'raw'")
+        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
+                                             add_generation_prompt=True, tokenize=False)
+
+    def ids(self, tokenizer, prompt: str, continuation: str = "") -> torch.Tensor:
+        """Token ids (1, T) of `prompt` (then `continuation`, e.g. an answer letter, as the
+        model's own reply) in this encoding."""
+        text = self.text(tokenizer, prompt) + continuation
+        ids = tokenizer(text, return_tensors="pt",
+                        add_special_tokens=self.prompt_format == "raw").input_ids
+        if ids.shape[1] == 0:
+            raise InputError(f"prompt {prompt[:60]!r} encodes to no tokens")
+        return ids
+
+    def letters(self, tokenizer, letters=LETTERS) -> dict[str, int]:
+        return letter_token_ids(tokenizer, self.answer_token, letters)
+
+    def reply(self, letter: str) -> str:
+        """The text of answering `letter` right after the prompt: after a raw prompt ending in a
+        cue such as "Response:", a space and the letter; in a chat, the assistant turn's letter."""
+        return letter if self.prompt_format == "chat" else " " + letter
 
 
 def download_model(spec: Mapping) -> dict:

@@ -1,4 +1,4 @@
-"""Table 7: neuron-based prediction on held-out questions (method.md §7) — a RECONSTRUCTION.
+"""Table 7: neuron-based prediction on held-out questions (docs/method.md §7) — a RECONSTRUCTION.
 
 The paper predicts the answer of held-out MMLU questions "from the activity of the domain's
 neurons" and compares it with the model's own (prompt-based) accuracy; its exact rule is in a
@@ -9,14 +9,15 @@ supplement that is not available. This module implements the project's decision:
 - **Held-out questions**: the subject's MMLU validation split (built by the workflow with
   `qrnca.datasets.build_from_spec(spec, raw, split="val")`: every eligible question), each rendered with the three templates, so every
   held-out question contributes 3 prompts.
-- **Neuron-based decision**: for each prompt and each option letter X, the text
-  `prompt + joiner + X` (default joiner `" "`, so `"...Response: A"`) is tokenised with BOS
-  (`qrnca.models.encode_prompt`); the score of X is the SUM of the domain neurons' activations
-  (down-projection inputs, method.md §1) at the last token of that text. The prediction is the
+- **Neuron-based decision**: for each prompt and each option letter X, the prompt followed by the
+  reply X (`qrnca.models.PromptEncoding.reply`: a raw prompt gets `" X"`, so `"...Response: A"`;
+  a chat prompt gets X as the assistant turn) is encoded as the model is asked; the score of X is
+  the SUM of the domain neurons' activations
+  (down-projection inputs, docs/method.md §1) at the last token of that text. The prediction is the
   letter with the largest score (ties to the earlier letter). A group with no domain neurons has
   no neuron-based prediction (recorded as None, counted as wrong).
 - **Prompt-based decision** (the model's own answer): argmax over the four letters' full-softmax
-  probabilities at the last prompt token (method.md §2, `answer_token` picks the letter ids), the
+  probabilities at the last prompt token (docs/method.md §2, the encoding picks the letter ids), the
   same quantity as `qrnca.scoring.score_prompts`, here read from the prompt pass that the
   neuron-based decision needs anyway.
 
@@ -24,7 +25,7 @@ Cost per prompt: one forward over the prompt's T tokens (which also gives the pr
 answer and the key/value cache), then one forward of 4 rows × k tokens (k = the continuation's
 length, 1 for a letter joined by a space on common tokenisers) attending to the shared prompt
 cache, which is never copied (`qrnca.interventions` shares it the same way). When a tokeniser
-does not tokenise `prompt + joiner + X` as the prompt's tokens followed by a suffix of equal
+does not tokenise prompt + reply as the prompt's tokens followed by a suffix of equal
 length for all four letters, the four full texts are run as one left-padded batch instead
 (4 × (T + k) tokens, exact as well); the record says which path was taken.
 """
@@ -45,12 +46,10 @@ from .errors import InputError
 from .interventions import shared_prefix_layers
 from .io import atomic_open, write_jsonl
 from .layouts import grid_shape, record_last_position
-from .models import LETTERS, encode_prompt, letter_token_ids
+from .models import LETTERS, PromptEncoding
 
 Neuron = tuple[int, int]
 
-#: Text between the prompt and the appended option letter (decision, documented above).
-JOINER = " "
 #: Paper dataset whose groups Table 7 reports (MMLU domains).
 PAPER_DATASET = "domain"
 #: Columns of `table7`, in order.
@@ -132,13 +131,13 @@ def _pad_id(tokenizer) -> int:
 @torch.no_grad()
 def neuron_based_predictions(model: nn.Module, tokenizer, queries: Sequence[Mapping],
                              neurons_by_group: Mapping[str, set[Neuron] | Sequence[Neuron]], *,
-                             answer_token: str = "bare", joiner: str = JOINER,
+                             encoding: PromptEncoding = PromptEncoding(),
                              progress: bool = False) -> list[dict]:
     """One record per held-out prompt, in dataset order (query, then template):
 
     `id`, `group`, `prompt` (template index), `gold`, `n_neurons` (the domain's neuron count),
     `neuron_scores` {A..D} (summed domain-neuron activation at the last token of
-    prompt + joiner + letter), `neuron_predicted` (argmax, None without domain neurons),
+    prompt + reply), `neuron_predicted` (argmax, None without domain neurons),
     `letter_probs` {A..D} (full-softmax probability at the last prompt token), `prompt_predicted`
     (argmax), `continuation` ("shared_prefix" or "full", see the module docstring).
 
@@ -146,7 +145,7 @@ def neuron_based_predictions(model: nn.Module, tokenizer, queries: Sequence[Mapp
     from tqdm.auto import tqdm
 
     letters = list(LETTERS)
-    letter_ids = letter_token_ids(tokenizer, answer_token, letters)
+    letter_ids = encoding.letters(tokenizer, letters)
     columns = torch.tensor([letter_ids[x] for x in letters], dtype=torch.long)
     shape = grid_shape(model)
     device = next(model.parameters()).device
@@ -174,11 +173,11 @@ def neuron_based_predictions(model: nn.Module, tokenizer, queries: Sequence[Mapp
             if gold not in letter_ids:
                 raise InputError(f"held-out query {qid!r}, prompt {k}: gold letter {gold!r} is "
                                  f"not one of {letters}")
-            prompt_ids = encode_prompt(tokenizer, prompt).to(device)
-            out = model(input_ids=prompt_ids, use_cache=True)
+            prompt_ids = encoding.ids(tokenizer, prompt).to(device)
+            out = model(input_ids=prompt_ids, use_cache=True, logits_to_keep=1)
             probs = torch.softmax(out.logits[0, -1].float(), dim=-1)[columns.to(device)]
             letter_probs = [float(p) for p in probs.cpu()]
-            full_ids = [encode_prompt(tokenizer, prompt + joiner + x)[0].to(device)
+            full_ids = [encoding.ids(tokenizer, prompt, encoding.reply(x))[0].to(device)
                         for x in letters]
             recorded, path = _continuation_activations(
                 model, prompt_ids, getattr(out, "past_key_values", None), full_ids, pad_id)

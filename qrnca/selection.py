@@ -1,6 +1,6 @@
 """QRNCA: from stored integrated-gradient attributions to query-relevant neurons.
 
-This is the paper's procedure (Chen, Dejl & Toni, AAAI 2025; method.md §4), not the released
+This is the paper's procedure (Chen, Dejl & Toni, AAAI 2025; docs/method.md §4), not the released
 code's: there, common neurons were never removed (a `[layer, index]` list was tested against
 `"layer_index"` strings), so its "QRNCA" output equalled the *with common neurons* ablation.
 Here that ablation is its own method and QRNCA removes the common neurons.
@@ -32,11 +32,11 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from .errors import InputError
+from .methods import QRNCA_METHODS
 
 Neuron = tuple[int, int]
 
 #: Methods `select` can produce, in the names of the neurons file (docs/formats.md).
-QRNCA_METHODS = ("qrnca", "qrnca_no_ica", "qrnca_with_common")
 
 DEFAULT_T = 0.2
 DEFAULT_U = 0.3
@@ -206,7 +206,7 @@ def query_cluster(record: Mapping, t: float = DEFAULT_T) -> dict[Neuron, float]:
     """The cluster of one query with each neuron's NA (sums to 1; empty if no neuron passed).
 
     NA(n) = Σ_prompts-where-n-passed IG(n) / Z, with Z the same sum taken over every neuron of
-    the cluster (the released code's normalisation; method.md §4 step 3).
+    the cluster (the released code's normalisation; docs/method.md §4 step 3).
     """
     summed: dict[Neuron, float] = {}
     for coarse in prompt_coarse_sets(record, t):

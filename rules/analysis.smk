@@ -120,7 +120,7 @@ rule predict_neurons:
     params:
         spec=lambda wc: model_spec(wc.model),
         dataset=lambda wc: DATASETS[wc.dataset],
-        answer_token=config["answer_token"],
+        encoding=lambda wc: prompt_encoding(wc.model),
         device=config["evaluation"]["device"] or config["attribution"]["device"],
     script:
         "../workflow_scripts/predict_neurons.py"

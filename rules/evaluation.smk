@@ -29,7 +29,7 @@ rule evaluate:
         runtime=lambda wc, attempt: 120 * attempt,
     params:
         spec=lambda wc: model_spec(wc.model),
-        answer_token=config["answer_token"],
+        encoding=lambda wc: prompt_encoding(wc.model),
         settings=config["evaluation"],
         methods=METHODS,
         device=config["evaluation"]["device"] or config["attribution"]["device"],

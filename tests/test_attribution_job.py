@@ -9,7 +9,7 @@ import torch
 from qrnca.attribution import attribute_dataset, fast_ig, shard_queries
 from qrnca.attribution import job as job_module
 from qrnca.errors import AttributionError, InputError
-from qrnca.models import encode_prompt, letter_token_ids
+from qrnca.models import PromptEncoding, letter_token_ids
 from qrnca.tiny_models import build_model, train_word_tokenizer
 
 
@@ -62,7 +62,7 @@ def test_record_format_and_values(setup, tmp_path):
     assert first["shape"] == [2, 48] and first["group"] == "geo" and len(first["prompts"]) == 3
     # the stored neurons are exactly those >= 5% of the max, ranked, with the fast IG's values
     letters = letter_token_ids(tok, "bare")
-    ids = encode_prompt(tok, _queries()[0]["prompts"][1])
+    ids = PromptEncoding().ids(tok, _queries()[0]["prompts"][1])
     ig = fast_ig(model, ids, letters[_queries()[0]["answers"][1]], steps=4).ig
     rec = first["prompts"][1]
     assert rec["n_neurons"] == 96 and rec["ig_max"] == pytest.approx(float(ig.max()), rel=1e-6)
@@ -102,7 +102,7 @@ def test_resume_after_a_kill_recomputes_only_unfinished(setup, tmp_path, monkeyp
     monkeypatch.setattr(job_module, "attribute_prompt", dying)
     path = tmp_path / "shard.jsonl"
     with pytest.raises(KeyboardInterrupt):
-        _run(setup, path)
+        _run(setup, path, batch_queries=2)  # the kill hits the second batch: q0, q1 are kept
     partial = tmp_path / "shard.jsonl.partial"
     assert not path.exists()
     assert [json.loads(l)["id"] for l in partial.read_text().splitlines()] == ["q0", "q1"]
@@ -121,6 +121,12 @@ def test_resume_after_a_kill_recomputes_only_unfinished(setup, tmp_path, monkeyp
     assert len(counting) == 6  # two queries x three prompts, nothing else recomputed
     assert path.read_bytes() == reference
     assert not partial.exists()
+
+
+def test_batching_queries_for_the_logprob_baseline_changes_no_byte(setup, tmp_path):
+    one = _run(setup, tmp_path / "one.jsonl", batch_queries=1).read_bytes()
+    assert _run(setup, tmp_path / "three.jsonl", batch_queries=3).read_bytes() == one
+    assert b'"logprob_increase":{"neurons"' in one
 
 
 def test_resume_with_other_settings_is_refused(setup, tmp_path, monkeypatch):
@@ -156,7 +162,7 @@ def test_nan_scores_raise_naming_the_query(setup, tmp_path, monkeypatch):
     monkeypatch.setattr(job_module, "attribute_prompt", poisoned)
     path = tmp_path / "s.jsonl"
     with pytest.raises(AttributionError, match="'q1', prompt 1"):
-        _run(setup, path)
+        _run(setup, path, batch_queries=1)
     kept = (tmp_path / "s.jsonl.partial").read_text().splitlines()
     assert [json.loads(l)["id"] for l in kept] == ["q0"]
 

@@ -13,7 +13,7 @@ from qrnca import layouts
 from qrnca.errors import InputError
 from qrnca.evaluation_plots import group_change_frame, save_group_changes
 from qrnca.io import read_jsonl
-from qrnca.models import encode_prompt, letter_token_ids, load_model
+from qrnca.models import PromptEncoding, letter_token_ids, load_model
 from qrnca.tiny_models import save_tiny
 
 
@@ -237,7 +237,7 @@ def test_end_to_end_evaluation(tiny, tmp_path):
     r = next(r for r in run.records["qrnca"] if r["op"] == "suppress" and r["set"] == "unrelated")
     owner = next(i for i, q in enumerate(queries) if q["id"] == r["id"])
     prompt = next(q for q in queries if q["id"] == r["prompt_id"])["prompts"][r["prompt_index"]]
-    ids = encode_prompt(tokenizer, prompt)
+    ids = PromptEncoding().ids(tokenizer, prompt)
     with torch.no_grad():
         clean = torch.softmax(model(ids).logits[0, -1], -1)[letters[r["gold"]]].item()
         mult = layouts.neuron_multipliers([(0, owner), (1, 2 * owner + 1)], 0.0, layouts.grid_shape(model))

@@ -1,7 +1,7 @@
 import pytest
 
 from qrnca.errors import InputError, LetterTokenError
-from qrnca.models import encode_prompt, letter_token_ids, load_model
+from qrnca.models import PromptEncoding, letter_token_ids, load_model
 from qrnca.tiny_models import save_tiny, train_word_tokenizer
 
 
@@ -28,8 +28,8 @@ def test_letter_that_is_not_one_token_is_an_error():
 def test_load_local_model_roundtrip(tmp_path):
     save_tiny(tmp_path / "m", "llama")
     model, tok = load_model({"name": "t", "path": str(tmp_path / "m"), "dtype": "float32"})
-    ids = encode_prompt(tok, "Respond with the letter .")
-    assert ids[0, 0].item() == tok.bos_token_id
+    ids = PromptEncoding().ids(tok, "Respond with the letter .")
+    assert ids[0, 0].item() == tok.bos_token_id  # the tokenizer adds BOS itself
     assert not any(p.requires_grad for p in model.parameters())
     with pytest.raises(InputError, match="no config.json"):
         load_model({"name": "t", "path": str(tmp_path / "missing")})

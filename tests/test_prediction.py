@@ -13,7 +13,7 @@ import torch
 from qrnca import prediction as pr
 from qrnca.errors import InputError
 from qrnca.layouts import record_last_position
-from qrnca.models import encode_prompt
+from qrnca.models import PromptEncoding
 from qrnca.scoring import score_prompts
 from qrnca.tiny_models import build_model, train_word_tokenizer
 
@@ -51,7 +51,7 @@ def tiny():
 
 def _direct(model, tokenizer, text):
     with torch.no_grad(), record_last_position(model) as rec:
-        model(encode_prompt(tokenizer, text))
+        model(PromptEncoding().ids(tokenizer, text))
     return rec
 
 
@@ -79,16 +79,28 @@ def test_planted_neuron_picks_its_letter_and_scores_equal_a_full_forward(tiny):
             assert r["letter_probs"][letter] == pytest.approx(s["letter_probs"][letter], rel=1e-4)
 
 
+class Joined(PromptEncoding):
+    """A raw encoding whose reply joins the letter with another text (a test of the paths)."""
+
+    def __init__(self, joiner):
+        super().__init__()
+        object.__setattr__(self, "joiner", joiner)
+
+    def reply(self, letter):
+        return self.joiner + letter
+
+
 def test_multi_token_continuation_and_full_fallback_match_a_full_forward(tiny):
     model, tokenizer = tiny
     query = _query("q3", "bio", QUESTIONS[2])
     query["prompts"] = [p if p.endswith("Now") else p + " Now" for p in query["prompts"]]
     neurons = {"bio": {PLANTED, (1, 2), (0, 9)}}
     # " Answer : X": a 3-token suffix, still on the shared prompt cache.
-    multi = pr.neuron_based_predictions(model, tokenizer, [query], neurons, joiner=" Answer : ")
+    multi = pr.neuron_based_predictions(model, tokenizer, [query], neurons,
+                                        encoding=Joined(" Answer : "))
     # "" joins the last word and the letter into one word ("NowA", unknown): the prompt's
     # tokens are not a prefix any more, so the four full texts are run as a padded batch.
-    full = pr.neuron_based_predictions(model, tokenizer, [query], neurons, joiner="")
+    full = pr.neuron_based_predictions(model, tokenizer, [query], neurons, encoding=Joined(""))
     assert {r["continuation"] for r in multi} == {"shared_prefix"}
     assert {r["continuation"] for r in full} == {"full"}
     for records, joiner in ((multi, " Answer : "), (full, "")):

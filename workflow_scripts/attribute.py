@@ -3,7 +3,7 @@
 from qrnca.attribution.job import attribute_dataset
 from qrnca.device import resolve_device
 from qrnca.io import read_jsonl
-from qrnca.models import load_model
+from qrnca.models import PromptEncoding, load_model
 from qrnca.provenance import model_provenance
 from qrnca.workflow import job
 
@@ -19,12 +19,14 @@ with job(snakemake) as log:
         snakemake.output[0],
         steps=s["steps"],
         ig_grid=s["ig_grid"],
-        answer_token=snakemake.params.answer_token,
+        encoding=PromptEncoding.of(snakemake.params.encoding),
         store_fraction=s["store_fraction"],
         baseline_top_k=s["baseline_top_k"],
         shard=shard,
         method=s["method"],
         max_rows=s["max_rows"],
+        logprob=snakemake.params.logprob,
+        batch_queries=s["batch_queries"],
     )
     log.extra["model"] = model_provenance(model, spec)
     log.extra["device"] = {"device": str(device), "dtype": str(model.dtype)}

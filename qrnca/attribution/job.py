@@ -26,14 +26,17 @@ from torch import nn
 from .. import layouts
 from ..errors import AttributionError, InputError
 from ..io import dumps_line, write_json, write_jsonl
-from ..models import encode_prompt, letter_token_ids
+from ..methods import not_applicable
+from ..models import PromptEncoding
 from .common import PromptAttribution, log
 from .fast import fast_ig
 from .lasttoken import supports_fast
-from .logprob import hooked_clean_state, logprob_increase
+from .logprob import hooked_clean_state, logprob_applicability, logprob_increase
 from .reference import reference_ig
 
 METHODS = ("fast", "reference")
+#: The record key of the log-probability increase block.
+LOGPROB = "logprob_increase"
 
 
 def attribute_prompt(model: nn.Module, input_ids: torch.Tensor, target_id: int, *, steps: int,
@@ -105,18 +108,16 @@ def sparse_prompt_record(ig: torch.Tensor, p0: float, store_fraction: float) -> 
             "neurons": neurons, "ig": values}
 
 
-def attribute_query(model: nn.Module, tokenizer, query: Mapping, letters: Mapping[str, int], *,
-                    steps: int, ig_grid: str, method: str, store_fraction: float,
-                    baseline_top_k: int, max_rows: int | None = None) -> dict:
-    """The attribution record of one query (docs/formats.md); non-finite scores raise
-    `AttributionError` naming the query."""
+def _prompt_attributions(model: nn.Module, tokenizer, query: Mapping, letters: Mapping[str, int],
+                         *, steps: int, ig_grid: str, method: str, max_rows: int | None,
+                         encoding: PromptEncoding, need_state: bool):
+    """IG of each prompt of one query: ([PromptAttribution], [target id]); with `need_state`
+    every result carries its clean state (for the log-probability increase)."""
     qid = query["id"]
     device = next(model.parameters()).device
-    shape = list(layouts.grid_shape(model))
-    prompt_records, states, targets = [], [], []
-    activation_sum = torch.zeros(shape, dtype=torch.float32)
+    results, targets = [], []
     for k, (prompt, letter) in enumerate(zip(query["prompts"], query["answers"])):
-        ids = encode_prompt(tokenizer, prompt).to(device)
+        ids = encoding.ids(tokenizer, prompt).to(device)
         target = letters[letter]
         result = attribute_prompt(model, ids, target, steps=steps, ig_grid=ig_grid, method=method,
                                   max_rows=max_rows)
@@ -124,22 +125,77 @@ def attribute_query(model: nn.Module, tokenizer, query: Mapping, letters: Mappin
                 and torch.isfinite(result.activations).all()):
             raise AttributionError(f"query {qid!r}, prompt {k}: attribution gave NaN or infinite "
                                    f"scores (p0={result.p0})")
-        state = result.state if result.state is not None else hooked_clean_state(model, ids, target)
-        states.append(state)
+        if need_state and result.state is None:
+            result.state = hooked_clean_state(model, ids, target)
+        elif not need_state:
+            result.state = None  # not kept: the clean state lives on the model's device
+        results.append(result)
         targets.append(target)
+    return results, targets
+
+
+def _query_record(model: nn.Module, query: Mapping, results, *, store_fraction: float,
+                  baseline_top_k: int, logprob) -> dict:
+    """The attribution record of one query (docs/formats.md). `logprob`: the summed
+    log-probability increase (L, n), a not-applicable marker {"not_applicable": reason}, or None
+    when the method was not asked for."""
+    shape = list(layouts.grid_shape(model))
+    activation_sum = torch.zeros(shape, dtype=torch.float32)
+    for result in results:
         activation_sum += result.activations
-        prompt_records.append(sparse_prompt_record(result.ig, result.p0, store_fraction))
-    importance = logprob_increase(model, states, targets).sum(dim=0)
-    if not torch.isfinite(importance).all():
-        raise AttributionError(f"query {qid!r}: log-probability increase is NaN or infinite")
-    return {
-        "id": qid,
+    record = {
+        "id": query["id"],
         "group": query.get("group"),
         "shape": shape,
-        "prompts": prompt_records,
+        "prompts": [sparse_prompt_record(r.ig, r.p0, store_fraction) for r in results],
         "activation": _top_k(activation_sum.numpy(), baseline_top_k),
-        "logprob_increase": _top_k(importance.numpy(), baseline_top_k),
     }
+    if isinstance(logprob, Mapping):
+        record[LOGPROB] = dict(logprob)
+    elif logprob is not None:
+        if not torch.isfinite(logprob).all():
+            raise AttributionError(f"query {query['id']!r}: log-probability increase is NaN or "
+                                   "infinite")
+        record[LOGPROB] = _top_k(logprob.numpy(), baseline_top_k)
+    return record
+
+
+def attribute_queries(model: nn.Module, tokenizer, queries: Sequence[Mapping],
+                      letters: Mapping[str, int], *, steps: int, ig_grid: str, method: str,
+                      store_fraction: float, baseline_top_k: int, max_rows: int | None = None,
+                      encoding: PromptEncoding = PromptEncoding(), logprob: bool = True):
+    """Attribution records of `queries`, yielded one by one in order (docs/formats.md).
+
+    The log-probability increase (when `logprob`) is computed for all prompts of the given
+    queries together, so its dominant cost, the vocabulary × neurons direction matrix of each
+    layer, is paid once for them all (the job passes batches of queries); when it does not apply
+    to the model, each record says why (`logprob_applicability`). Non-finite scores raise
+    `AttributionError` naming the query."""
+    reason = logprob_applicability(model) if logprob else None
+    need_state = logprob and reason is None
+    per_query = [_prompt_attributions(model, tokenizer, q, letters, steps=steps, ig_grid=ig_grid,
+                                      method=method, max_rows=max_rows, encoding=encoding,
+                                      need_state=need_state) for q in queries]
+    summed = [None] * len(queries)
+    if reason is not None:
+        summed = [not_applicable(reason)] * len(queries)
+    elif need_state:
+        states = [r.state for results, _ in per_query for r in results]
+        targets = [t for _, query_targets in per_query for t in query_targets]
+        scores = logprob_increase(model, states, targets)
+        start = 0
+        for i, (results, _) in enumerate(per_query):
+            summed[i] = scores[start:start + len(results)].sum(dim=0)
+            start += len(results)
+    for query, (results, _), lp in zip(queries, per_query, summed):
+        yield _query_record(model, query, results, store_fraction=store_fraction,
+                            baseline_top_k=baseline_top_k, logprob=lp)
+
+
+def attribute_query(model: nn.Module, tokenizer, query: Mapping, letters: Mapping[str, int],
+                    **settings) -> dict:
+    """The attribution record of one query (`attribute_queries` of one)."""
+    return next(iter(attribute_queries(model, tokenizer, [query], letters, **settings)))
 
 
 def _read_partial(partial: Path) -> list[dict]:
@@ -169,17 +225,21 @@ def _read_partial(partial: Path) -> list[dict]:
 
 
 def attribute_dataset(model: nn.Module, tokenizer, queries: Sequence[Mapping], out_path, *,
-                      steps: int = 16, ig_grid: str = "released", answer_token: str = "bare",
+                      steps: int = 16, ig_grid: str = "released",
+                      encoding: PromptEncoding = PromptEncoding(),
                       store_fraction: float = 0.05, baseline_top_k: int = 256,
                       shard: tuple[int, int] = (0, 1), method: str = "fast",
-                      max_rows: int | None = None, progress: bool = True) -> Path:
+                      max_rows: int | None = None, logprob: bool = True,
+                      batch_queries: int = 8, progress: bool = True) -> Path:
     """Attribute every query of shard `shard` and write `out_path` (docs/formats.md,
     "Attribution"). Resumable through `out_path + ".partial"` (see the module docstring).
 
     `method="fast"` uses the exact last-token staircase and falls back, with a logged warning, to
     the reference algorithm for families it does not support; `method="reference"` always uses
-    the released algorithm. The model is put in eval mode with weight gradients disabled.
-    Returns `out_path`.
+    the released algorithm. `logprob`: also compute the log-probability increase baseline, for
+    `batch_queries` queries at a time (an execution setting: the records do not depend on it; a
+    killed job loses at most one batch). The model is put in eval mode with weight gradients
+    disabled. Returns `out_path`.
     """
     from tqdm.auto import tqdm
 
@@ -189,10 +249,12 @@ def attribute_dataset(model: nn.Module, tokenizer, queries: Sequence[Mapping], o
         raise InputError(f"store_fraction must lie in [0, 1], got {store_fraction!r}")
     if int(baseline_top_k) < 0:
         raise InputError(f"baseline_top_k must be >= 0, got {baseline_top_k!r}")
+    if int(batch_queries) < 1:
+        raise InputError(f"batch_queries must be >= 1, got {batch_queries!r}")
     out_path = Path(out_path)
     model.eval()
     model.requires_grad_(False)
-    letters = letter_token_ids(tokenizer, answer_token)
+    letters = encoding.letters(tokenizer)
     mine = shard_queries(queries, shard)
     for query in mine:
         _check_query(query, letters)
@@ -206,9 +268,10 @@ def attribute_dataset(model: nn.Module, tokenizer, queries: Sequence[Mapping], o
                     getattr(model.config, "model_type", None))
         effective = "reference"
 
-    settings = {"steps": steps, "ig_grid": ig_grid, "answer_token": answer_token,
+    settings = {"steps": steps, "ig_grid": ig_grid, **encoding.as_dict(),
                 "store_fraction": store_fraction, "baseline_top_k": baseline_top_k,
-                "shard": list(shard), "method": effective, "shape": list(layouts.grid_shape(model))}
+                "shard": list(shard), "method": effective, "shape": list(layouts.grid_shape(model)),
+                "logprob": bool(logprob)}
     partial = Path(str(out_path) + ".partial")
     settings_path = Path(str(out_path) + ".partial.settings.json")
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -231,14 +294,17 @@ def attribute_dataset(model: nn.Module, tokenizer, queries: Sequence[Mapping], o
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), disable=not progress,
                desc=f"attribution {out_path.name}", unit="query")
     with open(partial, "a", encoding="utf-8") as fh:
-        for query in todo:
-            record = attribute_query(model, tokenizer, query, letters, steps=steps, ig_grid=ig_grid,
-                                     method=effective, store_fraction=store_fraction,
-                                     baseline_top_k=int(baseline_top_k), max_rows=max_rows)
-            fh.write(dumps_line(record))
-            fh.flush()
-            os.fsync(fh.fileno())
-            bar.update(1)
+        for start in range(0, len(todo), batch_queries):
+            batch = todo[start:start + batch_queries]
+            for record in attribute_queries(
+                    model, tokenizer, batch, letters, steps=steps, ig_grid=ig_grid,
+                    method=effective, store_fraction=store_fraction,
+                    baseline_top_k=int(baseline_top_k), max_rows=max_rows, encoding=encoding,
+                    logprob=logprob):
+                fh.write(dumps_line(record))
+                fh.flush()
+                os.fsync(fh.fileno())
+                bar.update(1)
     bar.close()
 
     records = sorted(_read_partial(partial), key=lambda r: order[r["id"]])
