@@ -61,6 +61,6 @@ rule build_dataset:
     conda:
         "../envs/cpu.yaml"
     params:
-        spec=lambda wc: DATASETS[wc.dataset],
+        spec=lambda wc: dataset_spec(wc.dataset),
     script:
         "../workflow_scripts/build_dataset.py"

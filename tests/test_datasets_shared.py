@@ -96,3 +96,21 @@ def test_templates_reproduce_the_released_domain_prompts():
             assert parse_options(q["prompts"][k]) == q["options"][k]
         matched += 1
     assert matched == 552
+
+
+def test_limit_caps_questions_per_subject_and_facts_per_relation(domain):
+    from qrnca.datasets import build_from_spec
+
+    spec = {"name": "d", "source": "mmlu", "groups": dict(PAPER_SUBJECTS), "limit": 2}
+    small = build_from_spec(spec, str(SHARED / "mmlu"))
+    assert collections.Counter(q["group"] for q in small) == {s: 2 for s in PAPER_SUBJECTS}
+    first = {s: [q["id"] for q in domain if q["group"] == s][:2] for s in PAPER_SUBJECTS}
+    assert [q["id"] for q in small] == [i for s in PAPER_SUBJECTS for i in first[s]]
+    spec = {"name": "l", "source": "mlama", "languages": list(PAPER_LANGUAGES),
+            "relations": list(PAPER_RELATIONS), "facts_per_relation": 20, "limit": 1}
+    language = build_from_spec(spec, str(SHARED / "mlama"))
+    assert len(language) == len(PAPER_LANGUAGES) * len(PAPER_RELATIONS)
+    facts = collections.defaultdict(set)
+    for q in language:
+        facts[q["group"]].add(q["fact"])
+    assert len({frozenset(f) for f in facts.values()}) == 1  # the same facts in every language

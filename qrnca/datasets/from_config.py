@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Mapping
 
 from ..errors import InputError
+from .custom import read_custom
 from .fetch import verify_local
 from .mlama import build_mlama
 from .mmlu import build_mmlu
@@ -37,15 +38,38 @@ def load_instructions(path: str | None) -> dict | None:
     return data
 
 
+def _capped(count: int, limit: int | None) -> int:
+    return count if limit is None else min(count, limit)
+
+
+def first_per_group(queries: list[dict], limit: int | None) -> list[dict]:
+    """The first `limit` queries of each group, in file order (all of them when None)."""
+    if limit is None:
+        return queries
+    taken: dict[str, int] = {}
+    out = []
+    for query in queries:
+        if taken.get(query["group"], 0) < limit:
+            taken[query["group"]] = taken.get(query["group"], 0) + 1
+            out.append(query)
+    return out
+
+
 def build_from_spec(spec: Mapping, raw: str, *, split: str | None = None) -> list[dict]:
     """Queries of the dataset described by `spec`, read from `raw`. `split` selects another MMLU
-    split and takes all of its eligible questions per subject: the held-out questions of Table 7."""
+    split and takes all of its eligible questions per subject: the held-out questions of Table 7.
+
+    `spec["limit"]` (a size knob; None keeps the configured sizes): at most that many questions
+    per MMLU subject, facts per mLAMA relation (the same facts in every language), or queries per
+    group of a released or user (`jsonl`) file, in file order."""
     source = spec["source"]
-    if source != "released" and spec.get("verify_checksums", True):
+    limit = spec.get("limit")
+    if source in ("mmlu", "mlama") and spec.get("verify_checksums", True):
         for mismatch in verify_local(raw, source):
             log.warning("checksum differs from the pinned release: %s", mismatch)
     if source == "mmlu":
-        groups = spec["groups"] if split is None else {g: None for g in spec["groups"]}
+        groups = ({g: _capped(n, limit) for g, n in spec["groups"].items()} if split is None
+                  else {g: None for g in spec["groups"]})
         return build_mmlu(
             raw,
             groups,
@@ -59,11 +83,13 @@ def build_from_spec(spec: Mapping, raw: str, *, split: str | None = None) -> lis
             raw,
             spec["languages"],
             spec["relations"],
-            facts_per_relation=spec.get("facts_per_relation", 20),
+            facts_per_relation=_capped(spec.get("facts_per_relation", 20), limit),
             seed=spec.get("seed", 0),
             fact_selection=spec.get("fact_selection", "sample"),
             instructions=load_instructions(spec.get("instructions")),
         )
     if source == "released":
-        return convert_released(raw)
+        return first_per_group(convert_released(raw), limit)
+    if source == "jsonl":
+        return first_per_group(read_custom(raw), limit)
     raise InputError(f"dataset {spec.get('name')!r}: unknown source {source!r}")
