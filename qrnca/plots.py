@@ -168,6 +168,17 @@ def fig2b_layers(
         return save_figure(fig, outputs)
 
 
+def zero_white_scale(grids) -> dict:
+    """Colour-scale keywords of `sns.heatmap` shared by `grids`: a diverging map centred at zero,
+    so an empty cell is white whatever the sign of the other values."""
+    grids = list(grids)
+    vmax = max(0.0, max(float(g.to_numpy().max()) for g in grids))
+    vmin = min(0.0, min(float(g.to_numpy().min()) for g in grids))
+    if vmax == vmin:
+        vmax = 1.0
+    return {"cmap": "RdBu_r", "center": 0.0, "vmin": vmin, "vmax": vmax}
+
+
 def fig5_heatmaps(
     grids: Mapping[str, pd.DataFrame],
     outputs: Sequence[str | os.PathLike],
@@ -175,11 +186,11 @@ def fig5_heatmaps(
     title: str | None = None,
 ) -> list[Path]:
     """Fig. 5: one layer × neuron-index heatmap of summed NA × ICA per group
-    (`analysis.heatmap_grids`), layer 0 at the bottom, one shared colour scale so groups compare."""
+    (`analysis.heatmap_grids`), layer 0 at the bottom, one shared colour scale so groups compare.
+    Zero is white: positive sums are red, negative ones (ICA < 0 for a neuron found in nearly
+    every cluster) blue, on a scale centred at zero."""
     _check_panels(grids, "fig5_heatmaps")
-    vmax = max(float(g.to_numpy().max()) for g in grids.values())
-    vmin = min(0.0, min(float(g.to_numpy().min()) for g in grids.values()))
-    vmax = vmax if vmax > vmin else vmin + 1.0
+    scale = zero_white_scale(grids.values())
     nrows, ncols = _grid(len(grids), ncols)
     with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(3.2 * ncols + 0.8, 2.6 * nrows + (0.4 if title else 0.0)), layout="constrained")
@@ -187,7 +198,7 @@ def fig5_heatmaps(
         flat = axes.ravel()
         mappable = None
         for k, (ax, (name, grid)) in enumerate(zip(flat, grids.items())):
-            sns.heatmap(grid, ax=ax, cmap="magma_r", vmin=vmin, vmax=vmax, cbar=False, rasterized=True)
+            sns.heatmap(grid, ax=ax, cbar=False, rasterized=True, **scale)
             ax.invert_yaxis()
             n_layers, n_bins = grid.shape
             xstep = max(1, n_bins // 4)

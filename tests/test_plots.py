@@ -5,7 +5,7 @@ import pytest
 
 from qrnca.analysis import heatmap_grids, layer_distribution, overlap_matrix
 from qrnca.errors import InputError
-from qrnca.plots import fig2a_overlap, fig2b_layers, fig5_heatmaps
+from qrnca.plots import fig2a_overlap, fig2b_layers, fig5_heatmaps, zero_white_scale
 
 PNG = b"\x89PNG\r\n\x1a\n"
 PDF = b"%PDF"
@@ -59,6 +59,19 @@ def test_fig5(tmp_path):
     extras = [dict(r, shape=[8, 40], score=r["scores"]) for r in synthetic_rows(["en", "fr", "ja", "ru"])]
     grids = heatmap_grids(extras, n_bins=16)
     check(fig5_heatmaps(grids, [tmp_path / "fig.pdf", tmp_path / "fig.png"], title="languages"), tmp_path)
+
+
+@pytest.mark.parametrize("low", [-3.0, 0.0])
+def test_fig5_draws_zero_as_white_whatever_the_signs(low):
+    import pandas as pd
+    import seaborn as sns
+    from matplotlib.figure import Figure
+
+    grid = pd.DataFrame([[0.0, 5.0], [low, 1.0]])
+    ax = Figure().subplots()
+    sns.heatmap(grid, ax=ax, **zero_white_scale([grid]))
+    mesh = ax.collections[0]
+    assert all(channel > 0.95 for channel in mesh.cmap(mesh.norm(0.0))[:3])
 
 
 def test_bad_output_suffix_writes_nothing(tmp_path):
