@@ -105,3 +105,23 @@ def test_last_token_pass_gives_the_same_state(arch):
     for a, b in pairs:
         assert (a - b).abs().max() <= 1e-5 * b.abs().max()
     assert fast.p0 == pytest.approx(hooked.p0, rel=1e-5)
+
+
+@pytest.mark.parametrize("spread", [1.0, 60.0])
+def test_log_mean_exp_equals_a_float64_logsumexp_even_where_float32_underflows(spread):
+    """The blocked, rescaled sum equals log Σ_v p(v) exp(c D_vi) computed plainly in float64;
+    with a very peaked p (spread 60) and shifts towards rare tokens, some columns underflow in
+    float32 and take the exact fallback."""
+    from qrnca.attribution.logprob import log_mean_exp
+
+    gen = torch.Generator().manual_seed(0)
+    vocab, width, prompts = 3000, 37, 3
+    directions = torch.randn(vocab, width, generator=gen) * 4
+    logp = torch.log_softmax(torch.randn(prompts, vocab, generator=gen) * spread, dim=-1)
+    coeffs = torch.randn(prompts, width, generator=gen) * 3
+    coeffs[:, 0] = 0.0  # an inactive neuron: log Σ p = 0
+    got = log_mean_exp(directions, logp, coeffs, rows=512)
+    want = torch.logsumexp(logp.double()[:, :, None]
+                           + coeffs.double()[:, None, :] * directions.double()[None], dim=1)
+    assert (got.double() - want).abs().max() <= 1e-5 * want.abs().max()
+    assert got[:, 0].abs().max() <= 1e-5
