@@ -125,3 +125,30 @@ def test_log_mean_exp_equals_a_float64_logsumexp_even_where_float32_underflows(s
                            + coeffs.double()[:, None, :] * directions.double()[None], dim=1)
     assert (got.double() - want).abs().max() <= 1e-5 * want.abs().max()
     assert got[:, 0].abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3", "gemma2", "gpt2", "opt"])
+def test_top_k_with_pruning_equals_the_full_computation(arch):
+    """The pruned top-k (bounds, then exact values where they matter) picks the same neurons
+    with the same summed scores as summing the full computation; most neurons are pruned."""
+    from qrnca.attribution.job import _top_k
+    from qrnca.attribution.logprob import direction_ranges, logprob_top_k
+
+    model = build_model(arch, vocab_size=40, layers=3, hidden=16, intermediate=64, heads=2)
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+    queries = [[(IDS, TARGET), (IDS[:, :9], 11), (IDS[:, 2:], 3)], [(IDS[:, :7], 5)]]
+    states = [[hooked_clean_state(model, ids, t) for ids, t in q] for q in queries]
+    targets = [[t for _, t in q] for q in queries]
+    k = 10
+    pruned = logprob_top_k(model, states, targets, k, direction_ranges(model))
+    for q, dense in enumerate(pruned):
+        full = logprob_increase(model, states[q], targets[q]).sum(dim=0)
+        got, want = _top_k(dense.numpy(), k), _top_k(full.numpy(), k)
+        assert got["neurons"] == want["neurons"]
+        assert got["scores"] == pytest.approx(want["scores"], rel=1e-5, abs=1e-6)
+        if arch != "gemma2":  # soft-capped logits are computed in full
+            assert torch.isinf(dense).float().mean() > 0.3

@@ -14,7 +14,8 @@ import yaml
 
 from slurm_stub_helpers import PROFILE, REPO, flag_value, rule_of, run_with_slurm_stubs
 
-GPU_RULES = {"attribute", "evaluate", "score_accuracy", "predict_neurons", "table5_common_tokens"}
+GPU_RULES = {"logprob_ranges", "attribute", "evaluate", "score_accuracy", "predict_neurons",
+             "table5_common_tokens"}
 
 TINY_WORKFLOW = """
 rule all:

@@ -1,6 +1,7 @@
 """Integrated-gradient attribution of one shard of a dataset (resumable, with progress)."""
 
 from qrnca.attribution.job import attribute_dataset
+from qrnca.attribution.logprob import read_ranges
 from qrnca.device import resolve_device
 from qrnca.io import read_jsonl
 from qrnca.models import PromptEncoding, load_model
@@ -26,6 +27,7 @@ with job(snakemake) as log:
         method=s["method"],
         max_rows=s["max_rows"],
         logprob=snakemake.params.logprob,
+        ranges=read_ranges(snakemake.input.ranges, model) if snakemake.params.logprob else None,
         batch_queries=s["batch_queries"],
     )
     log.extra["model"] = model_provenance(model, spec)

@@ -31,7 +31,7 @@ from ..models import PromptEncoding
 from .common import PromptAttribution, log
 from .fast import fast_ig
 from .lasttoken import supports_fast
-from .logprob import hooked_clean_state, logprob_applicability, logprob_increase
+from .logprob import direction_ranges, hooked_clean_state, logprob_applicability, logprob_top_k
 from .reference import reference_ig
 
 METHODS = ("fast", "reference")
@@ -137,8 +137,9 @@ def _prompt_attributions(model: nn.Module, tokenizer, query: Mapping, letters: M
 def _query_record(model: nn.Module, query: Mapping, results, *, store_fraction: float,
                   baseline_top_k: int, logprob) -> dict:
     """The attribution record of one query (docs/formats.md). `logprob`: the summed
-    log-probability increase (L, n), a not-applicable marker {"not_applicable": reason}, or None
-    when the method was not asked for."""
+    log-probability increase (L, n; exact wherever it can reach the top `baseline_top_k`, −inf
+    elsewhere), a not-applicable marker {"not_applicable": reason}, or None when the method was
+    not asked for."""
     shape = list(layouts.grid_shape(model))
     activation_sum = torch.zeros(shape, dtype=torch.float32)
     for result in results:
@@ -153,24 +154,26 @@ def _query_record(model: nn.Module, query: Mapping, results, *, store_fraction: 
     if isinstance(logprob, Mapping):
         record[LOGPROB] = dict(logprob)
     elif logprob is not None:
-        if not torch.isfinite(logprob).all():
+        block = _top_k(logprob.numpy(), baseline_top_k)
+        if not all(math.isfinite(v) for v in block["scores"]):
             raise AttributionError(f"query {query['id']!r}: log-probability increase is NaN or "
                                    "infinite")
-        record[LOGPROB] = _top_k(logprob.numpy(), baseline_top_k)
+        record[LOGPROB] = block
     return record
 
 
 def attribute_queries(model: nn.Module, tokenizer, queries: Sequence[Mapping],
                       letters: Mapping[str, int], *, steps: int, ig_grid: str, method: str,
                       store_fraction: float, baseline_top_k: int, max_rows: int | None = None,
-                      encoding: PromptEncoding = PromptEncoding(), logprob: bool = True):
+                      encoding: PromptEncoding = PromptEncoding(), logprob: bool = True,
+                      ranges: torch.Tensor | None = None):
     """Attribution records of `queries`, yielded one by one in order (docs/formats.md).
 
     The log-probability increase (when `logprob`) is computed for all prompts of the given
-    queries together, so its dominant cost, the vocabulary × neurons direction matrix of each
-    layer, is paid once for them all (the job passes batches of queries); when it does not apply
-    to the model, each record says why (`logprob_applicability`). Non-finite scores raise
-    `AttributionError` naming the query."""
+    queries together (`logprob_top_k`: exact for the neurons that can reach the stored top
+    `baseline_top_k`; `ranges` from `direction_ranges`, computed here when not given); when it
+    does not apply to the model, each record says why (`logprob_applicability`). Non-finite
+    scores raise `AttributionError` naming the query."""
     reason = logprob_applicability(model) if logprob else None
     need_state = logprob and reason is None
     per_query = [_prompt_attributions(model, tokenizer, q, letters, steps=steps, ig_grid=ig_grid,
@@ -180,13 +183,11 @@ def attribute_queries(model: nn.Module, tokenizer, queries: Sequence[Mapping],
     if reason is not None:
         summed = [not_applicable(reason)] * len(queries)
     elif need_state:
-        states = [r.state for results, _ in per_query for r in results]
-        targets = [t for _, query_targets in per_query for t in query_targets]
-        scores = logprob_increase(model, states, targets)
-        start = 0
-        for i, (results, _) in enumerate(per_query):
-            summed[i] = scores[start:start + len(results)].sum(dim=0)
-            start += len(results)
+        if ranges is None:
+            ranges = direction_ranges(model)
+        summed = logprob_top_k(model, [[r.state for r in results] for results, _ in per_query],
+                               [targets for _, targets in per_query], max(int(baseline_top_k), 1),
+                               ranges)
     for query, (results, _), lp in zip(queries, per_query, summed):
         yield _query_record(model, query, results, store_fraction=store_fraction,
                             baseline_top_k=baseline_top_k, logprob=lp)
@@ -230,7 +231,8 @@ def attribute_dataset(model: nn.Module, tokenizer, queries: Sequence[Mapping], o
                       store_fraction: float = 0.05, baseline_top_k: int = 256,
                       shard: tuple[int, int] = (0, 1), method: str = "fast",
                       max_rows: int | None = None, logprob: bool = True,
-                      batch_queries: int = 8, progress: bool = True) -> Path:
+                      ranges: torch.Tensor | None = None, batch_queries: int = 8,
+                      progress: bool = True) -> Path:
     """Attribute every query of shard `shard` and write `out_path` (docs/formats.md,
     "Attribution"). Resumable through `out_path + ".partial"` (see the module docstring).
 
@@ -238,7 +240,8 @@ def attribute_dataset(model: nn.Module, tokenizer, queries: Sequence[Mapping], o
     the reference algorithm for families it does not support; `method="reference"` always uses
     the released algorithm. `logprob`: also compute the log-probability increase baseline, for
     `batch_queries` queries at a time (an execution setting: the records do not depend on it; a
-    killed job loses at most one batch). The model is put in eval mode with weight gradients
+    killed job loses at most one batch), with the model's `direction_ranges` (given, e.g. read
+    from the file the workflow computes once per model, or computed here). The model is put in eval mode with weight gradients
     disabled. Returns `out_path`.
     """
     from tqdm.auto import tqdm
@@ -291,6 +294,9 @@ def attribute_dataset(model: nn.Module, tokenizer, queries: Sequence[Mapping], o
     if done:
         log.info("%s: resuming, %d of %d queries already finished", partial, len(done), len(mine))
 
+    if logprob and todo and ranges is None and logprob_applicability(model) is None:
+        log.info("computing the direction ranges of the log-probability increase bounds")
+        ranges = direction_ranges(model)
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), disable=not progress,
                desc=f"attribution {out_path.name}", unit="query")
     with open(partial, "a", encoding="utf-8") as fh:
@@ -300,7 +306,7 @@ def attribute_dataset(model: nn.Module, tokenizer, queries: Sequence[Mapping], o
                     model, tokenizer, batch, letters, steps=steps, ig_grid=ig_grid,
                     method=effective, store_fraction=store_fraction,
                     baseline_top_k=int(baseline_top_k), max_rows=max_rows, encoding=encoding,
-                    logprob=logprob):
+                    logprob=logprob, ranges=ranges):
                 fh.write(dumps_line(record))
                 fh.flush()
                 os.fsync(fh.fileno())

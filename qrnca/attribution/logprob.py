@@ -231,55 +231,188 @@ def neuron_chunk_for(vocab: int, width: int) -> int:
     return max(1, min(width, BLOCK_ELEMENTS // max(vocab, 1)))
 
 
+@dataclass
+class _Layer:
+    """What the log-probability increase of one layer needs for a set of prompts."""
+
+    values: torch.Tensor  # (d, n) down-projection columns, model dtype
+    gains: torch.Tensor  # (d,) final-norm gain (x FFN-output-norm gain), float32
+    coeffs: torch.Tensor  # (P, n) c = activation / frozen scale(s), float32
+    raw: torch.Tensor  # (P, vocab) logits of h_l before soft-capping
+    base: torch.Tensor  # (P, vocab) log p(. | h_l)
+
+    def directions(self, weight: torch.Tensor, columns) -> torch.Tensor:
+        """D (vocab, c) = W_U diag(gains) V[:, columns], float32."""
+        return (weight @ (self.values[:, columns] * self.gains.to(weight.dtype)[:, None])).float()
+
+
+class _Setup:
+    """The per-prompt constants of a set of prompts (frozen norm statistics, targets)."""
+
+    def __init__(self, model: nn.Module, states: Sequence[CleanState], target_ids: Sequence[int]):
+        if len(states) != len(target_ids) or not states:
+            raise InputError("logprob_increase needs one target id per clean state (and at least "
+                             "one)")
+        self.model, self.states = model, list(states)
+        self.weight = model.get_output_embeddings().weight
+        self.device = self.weight.device
+        self.readout = _Readout.of(model)
+        self.out_norms = layouts.ffn_out_norms(model)
+        self.affines = [self.readout.affine(s.final_resid) for s in states]
+        self.target_ids = list(target_ids)
+        self.targets = torch.tensor(self.target_ids, device=self.device)
+        self.shape = layouts.grid_shape(model)
+
+    def layer(self, layer: int) -> _Layer:
+        gains = self.affines[0][0]
+        scales = torch.stack([a[2] for a in self.affines])  # (P,) final-norm scale per prompt
+        if self.out_norms is not None:
+            post = [_norm_affine(self.out_norms[layer], s.ffn_output[layer].to(self.device),
+                                 self.readout.plus_one) for s in self.states]
+            gains = gains * post[0][0]
+            scales = scales * torch.stack([a[2] for a in post])
+        raw = torch.stack([self.readout.raw_logits(s.resid_mid[layer].to(self.device), a)
+                           for s, a in zip(self.states, self.affines)])
+        acts = torch.stack([s.activations[layer].to(self.device).float() for s in self.states])
+        return _Layer(layouts.down_proj_weight(self.model, layer), gains, acts / scales[:, None],
+                      raw, torch.log_softmax(self.readout.capped(raw), dim=-1))
+
+    def increase(self, layer: _Layer, columns) -> torch.Tensor:
+        """Exact Imp (P, c) of the neurons `columns` of a layer for every prompt."""
+        directions = layer.directions(self.weight, columns)
+        coeffs = layer.coeffs[:, columns]
+        if self.readout.softcap is None:
+            # Imp = shift[w] - log Σ_v p(v|h) exp(shift[v]), shift = coeff * direction
+            return coeffs * directions[self.targets] - log_mean_exp(directions, layer.base, coeffs)
+        base_target = layer.base.gather(1, self.targets[:, None])[:, 0]
+        return torch.stack([_capped_increase(self.readout, directions, layer.raw[p], coeffs[p],
+                                             self.target_ids[p], base_target[p])
+                            for p in range(len(self.states))])
+
+
 @torch.no_grad()
 def logprob_increase(model: nn.Module, states: Sequence[CleanState], target_ids: Sequence[int], *,
                      neuron_chunk: int | None = None) -> torch.Tensor:
     """Imp(l, i) of every neuron for each prompt: (prompts, L, n) float32 on the CPU.
 
     `states` come from `fast_ig(...).state`, `last_token_state` or `hooked_clean_state`. Give as
-    many prompts at once as memory allows: the direction matrix of each layer (the dominant cost,
-    vocab × d × n) is computed once for all of them, `neuron_chunk` neurons at a time (default:
+    many prompts at once as memory allows: the direction matrix of each layer (vocab × d × n) is
+    computed once for all of them, `neuron_chunk` neurons at a time (default:
     `neuron_chunk_for(vocab, n)`), in the model's dtype (float32 softmax and accumulation).
+    `logprob_top_k` gives the top neurons of each query exactly at a fraction of the cost.
     """
-    if len(states) != len(target_ids) or not states:
-        raise InputError("logprob_increase needs one target id per clean state (and at least one)")
-    n_layers, width = layouts.grid_shape(model)
-    weight = model.get_output_embeddings().weight
-    dtype, device = weight.dtype, weight.device
-    readout = _Readout.of(model)
-    vocab = readout.head.shape[0]
-    chunk = neuron_chunk or neuron_chunk_for(vocab, width)
-    out_norms = layouts.ffn_out_norms(model)
-    plus_one = readout.plus_one
-    affines = [readout.affine(s.final_resid) for s in states]
-    gain = affines[0][0]
-    targets = torch.tensor(list(target_ids), device=device)
+    setup = _Setup(model, states, target_ids)
+    n_layers, width = setup.shape
+    chunk = neuron_chunk or neuron_chunk_for(setup.readout.head.shape[0], width)
     result = torch.empty(len(states), n_layers, width, dtype=torch.float32)
     for layer in range(n_layers):
-        values = layouts.down_proj_weight(model, layer)  # (d, n)
-        gains = gain
-        scales = torch.stack([a[2] for a in affines])  # (P,) final-norm scale per prompt
-        if out_norms is not None:
-            post = [_norm_affine(out_norms[layer], s.ffn_output[layer].to(device), plus_one)
-                    for s in states]
-            gains = gain * post[0][0]
-            scales = scales * torch.stack([a[2] for a in post])
-        raw = torch.stack([readout.raw_logits(s.resid_mid[layer].to(device), a)
-                           for s, a in zip(states, affines)])  # (P, vocab) log p(· | h_l), pre-cap
-        base = torch.log_softmax(readout.capped(raw), dim=-1)
-        base_target = base.gather(1, targets[:, None])[:, 0]
-        acts = torch.stack([s.activations[layer].to(device).float() for s in states])  # (P, n)
+        prepared = setup.layer(layer)
         for start in range(0, width, chunk):
-            stop = min(start + chunk, width)
-            directions = (weight @ (values[:, start:stop] * gains.to(dtype)[:, None])).float()
-            coeffs = acts[:, start:stop] / scales[:, None]  # (P, c)
-            if readout.softcap is None:
-                # Imp = shift[w] - log Σ_v p(v|h) exp(shift[v]), shift = coeff * direction
-                lse = log_mean_exp(directions, base, coeffs)
-                imp = coeffs * directions[targets] - lse
-            else:
-                imp = torch.stack([_capped_increase(readout, directions, raw[p], coeffs[p],
-                                                    target_ids[p], base_target[p])
-                                   for p in range(len(states))])
-            result[:, layer, start:stop] = imp.cpu()
+            columns = slice(start, min(start + chunk, width))
+            result[:, layer, columns] = setup.increase(prepared, columns).cpu()
     return result
+
+
+@torch.no_grad()
+def direction_ranges(model: nn.Module, *, neuron_chunk: int | None = None) -> torch.Tensor:
+    """(L, n) float32: for every neuron, max_v D_vi − min_v D_vi of its direction column
+    D = W_U diag(g ⊙ g'_l) V_l (final-norm and FFN-output-norm gains; the per-prompt norm scales
+    are not in it). Depends on the weights only: computed once per job for `logprob_top_k`."""
+    weight = model.get_output_embeddings().weight
+    device = weight.device
+    readout = _Readout.of(model)
+    n_layers, width = layouts.grid_shape(model)
+    chunk = neuron_chunk or neuron_chunk_for(weight.shape[0], width)
+    probe = torch.ones(weight.shape[1], device=device)
+    gain = _norm_affine(readout.norm, probe, readout.plus_one)[0]
+    out_norms = layouts.ffn_out_norms(model)
+    ranges = torch.empty(n_layers, width, dtype=torch.float32)
+    for layer in range(n_layers):
+        gains = gain
+        if out_norms is not None:
+            gains = gain * _norm_affine(out_norms[layer], probe, readout.plus_one)[0]
+        values = layouts.down_proj_weight(model, layer)
+        for start in range(0, width, chunk):
+            columns = slice(start, min(start + chunk, width))
+            block = (weight @ (values[:, columns] * gains.to(weight.dtype)[:, None])).float()
+            ranges[layer, columns] = (block.max(dim=0).values - block.min(dim=0).values).cpu()
+    return ranges
+
+
+def write_ranges(path, ranges: torch.Tensor | None) -> None:
+    """Save direction ranges as .npy, atomically; None (the method does not apply to the
+    model) is saved as an empty (0, 0) array."""
+    import numpy as np
+
+    from ..io import atomic_path
+
+    array = np.zeros((0, 0), dtype=np.float32) if ranges is None else ranges.numpy()
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, array, allow_pickle=False)
+
+
+def read_ranges(path, model: nn.Module) -> torch.Tensor | None:
+    """Direction ranges saved by `write_ranges` for `model` (None when saved as not applicable);
+    a shape that is not the model's neuron grid is an error naming the file."""
+    import numpy as np
+
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a direction-ranges file ({exc})") from None
+    if array.size == 0:
+        return None
+    if tuple(array.shape) != tuple(layouts.grid_shape(model)):
+        raise InputError(f"{path}: direction ranges of shape {array.shape}, but the model's neuron "
+                         f"grid is {layouts.grid_shape(model)}; rebuild it")
+    return torch.from_numpy(array)
+
+
+@torch.no_grad()
+def logprob_top_k(model: nn.Module, states: Sequence[Sequence[CleanState]],
+                  target_ids: Sequence[Sequence[int]], k: int, ranges: torch.Tensor) -> list[torch.Tensor]:
+    """For each query (its prompts' clean states and gold ids): Imp summed over its prompts,
+    exact for every neuron that can be among the top `k`, −inf for the others: (L, n) float32.
+
+    Bounds prune the exact work. For prompt p and neuron i with c = activation / frozen scale,
+    Jensen and Hoeffding's lemma bound log E_p[exp(c D_i)] between c μ_i and c μ_i + c² R_i² / 8,
+    μ_i = E_p[D_i] (= (p W_U) · u_i, no vocabulary × neurons product needed) and R_i the column's
+    range (`direction_ranges`), so Imp_i lies in [c (D_wi − μ_i) − c² R_i² / 8, c (D_wi − μ_i)].
+    A neuron whose upper bound (summed over the query's prompts) is below the k-th largest lower
+    bound cannot be in the top k; the rest is computed exactly (`increase`), for all prompts of
+    the batch at once. Soft-capped models (Gemma 2) are computed in full."""
+    flat_states = [s for query in states for s in query]
+    flat_targets = [t for query in target_ids for t in query]
+    owner = [q for q, query in enumerate(states) for _ in query]
+    setup = _Setup(model, flat_states, flat_targets)
+    n_layers, width = setup.shape
+    if setup.readout.softcap is not None or k >= n_layers * width:
+        full = logprob_increase(model, flat_states, flat_targets)
+        return [full[[i for i, o in enumerate(owner) if o == q]].sum(dim=0) for q in range(len(states))]
+    member = torch.zeros(len(states), len(flat_states), device=setup.device)
+    member[owner, list(range(len(flat_states)))] = 1.0  # query x prompt
+    weight = setup.weight.float() if setup.weight.dtype != torch.float32 else setup.weight
+    layers, upper, lower = [], [], []
+    for layer in range(n_layers):
+        prepared = setup.layer(layer)
+        u = prepared.values.float() * prepared.gains[:, None]  # (d, n)
+        mu = (prepared.base.exp() @ weight) @ u  # (P, n) E_p[D_i]
+        first = prepared.coeffs * (weight[setup.targets] @ u - mu)
+        width_bound = prepared.coeffs ** 2 * ranges[layer].to(setup.device) ** 2 / 8
+        upper.append(member @ first)
+        lower.append(member @ (first - width_bound))
+        layers.append(prepared)
+    upper, lower = torch.stack(upper, dim=1), torch.stack(lower, dim=1)  # (Q, L, n)
+    kth = lower.reshape(len(states), -1).topk(k, dim=1).values[:, -1]  # (Q,)
+    slack = 1e-4 * (upper.abs().amax(dim=(1, 2)) + lower.abs().amax(dim=(1, 2))) + 1e-6
+    candidate = upper >= (kth - slack)[:, None, None]  # (Q, L, n)
+    result = torch.full((len(states), n_layers, width), float("-inf"))
+    chunk = neuron_chunk_for(setup.readout.head.shape[0], width)
+    for layer, prepared in enumerate(layers):
+        columns = candidate[:, layer].any(dim=0).nonzero()[:, 0]
+        for start in range(0, len(columns), chunk):
+            part = columns[start:start + chunk]
+            summed = (member @ setup.increase(prepared, part)).cpu()  # (Q, c)
+            result[:, layer, part.cpu()] = summed
+    return list(result)

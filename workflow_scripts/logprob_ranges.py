@@ -1,0 +1,18 @@
+"""Direction ranges of a model's neurons, the bounds of the log-probability increase (once per
+model, read by every attribution job)."""
+
+from qrnca.attribution.logprob import direction_ranges, logprob_applicability, write_ranges
+from qrnca.device import resolve_device
+from qrnca.models import load_model
+from qrnca.provenance import model_provenance
+from qrnca.workflow import job
+
+with job(snakemake) as log:
+    spec = snakemake.params.spec
+    device = resolve_device(snakemake.params.device)
+    model, _ = load_model(spec, device=device, dtype=snakemake.params.dtype)
+    reason = logprob_applicability(model)
+    if reason:
+        log.info("the log-probability increase does not apply: %s", reason)
+    write_ranges(snakemake.output[0], None if reason else direction_ranges(model))
+    log.extra["model"] = model_provenance(model, spec)
