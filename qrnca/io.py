@@ -37,6 +37,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+def share_permissions(path: str | os.PathLike) -> None:
+    """Give a folder tree written through temp folders (0700) and tools that write 0600 files the
+    permissions of every other output: folders 0777 and files 0666, less the umask."""
+    path = Path(path)
+    for entry in [path, *path.rglob("*")]:
+        os.chmod(entry, (0o777 if entry.is_dir() else 0o666) & ~_UMASK)
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8"):
     """Open a temporary file beside `path` for writing; it replaces `path` only on success."""

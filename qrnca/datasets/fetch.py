@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 from ..errors import DatasetError, InputError
+from ..io import share_permissions
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +193,7 @@ def _staged_dir(dest: Path) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
         yield staging
+        share_permissions(staging)
         if dest.exists():
             dest.rmdir()  # empty, checked above
         os.replace(staging, dest)
