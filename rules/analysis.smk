@@ -119,7 +119,7 @@ rule predict_neurons:
         runtime=lambda wc, attempt: 60 * attempt,
     params:
         spec=lambda wc: model_spec(wc.model),
-        dataset=lambda wc: DATASETS[wc.dataset],
+        dataset=lambda wc: dataset_spec(wc.dataset),
         encoding=lambda wc: prompt_encoding(wc.model),
         device=config["evaluation"]["device"] or config["attribution"]["device"],
     script:

@@ -114,3 +114,16 @@ def test_limit_caps_questions_per_subject_and_facts_per_relation(domain):
     for q in language:
         facts[q["group"]].add(q["fact"])
     assert len({frozenset(f) for f in facts.values()}) == 1  # the same facts in every language
+
+
+def test_limit_caps_the_held_out_questions_too():
+    from qrnca.datasets import build_from_spec
+
+    spec = {"name": "d", "source": "mmlu", "groups": dict(PAPER_SUBJECTS), "limit": 12}
+    heldout = build_from_spec(spec, str(SHARED / "mmlu"), split="val")
+    counts = collections.Counter(q["group"] for q in heldout)
+    assert counts["biology"] == 12 and counts["computer_science"] == 9  # only 9 val rows exist
+    everything = build_from_spec({**spec, "limit": None}, str(SHARED / "mmlu"), split="val")
+    assert [q["id"] for q in heldout] == [
+        q["id"] for q in everything
+        if [x["id"] for x in everything if x["group"] == q["group"]].index(q["id"]) < 12]

@@ -60,17 +60,17 @@ def build_from_spec(spec: Mapping, raw: str, *, split: str | None = None) -> lis
     split and takes all of its eligible questions per subject: the held-out questions of Table 7.
 
     `spec["limit"]` (a size knob; None keeps the configured sizes): at most that many questions
-    per MMLU subject, facts per mLAMA relation (the same facts in every language), or queries per
-    group of a released or user (`jsonl`) file, in file order."""
+    per MMLU subject (held-out ones too), facts per mLAMA relation (the same facts in every
+    language), or queries per group of a released or user (`jsonl`) file, in file order."""
     source = spec["source"]
     limit = spec.get("limit")
     if source in ("mmlu", "mlama") and spec.get("verify_checksums", True):
         for mismatch in verify_local(raw, source):
             log.warning("checksum differs from the pinned release: %s", mismatch)
     if source == "mmlu":
-        groups = ({g: _capped(n, limit) for g, n in spec["groups"].items()} if split is None
-                  else {g: None for g in spec["groups"]})
-        return build_mmlu(
+        heldout = split is not None  # every eligible question of that split, up to the limit
+        groups = {g: None if heldout else _capped(n, limit) for g, n in spec["groups"].items()}
+        queries = build_mmlu(
             raw,
             groups,
             split=split or spec.get("split", "test"),
@@ -78,6 +78,7 @@ def build_from_spec(spec: Mapping, raw: str, *, split: str | None = None) -> lis
             max_prompt_chars=spec.get("max_prompt_chars"),
             duplicate_options=spec.get("duplicate_options", "skip"),
         )
+        return first_per_group(queries, limit) if heldout else queries
     if source == "mlama":
         return build_mlama(
             raw,
