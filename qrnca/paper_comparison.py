@@ -180,7 +180,10 @@ def _ours_table7(obj, where: str) -> Ours:
     return out
 
 
-def _overlap_matrices(obj, where: str) -> dict[str, tuple[pd.DataFrame, str]]:
+def overlap_matrices(obj, where: str = "fig2a") -> dict[str, tuple[pd.DataFrame, str]]:
+    """{dataset: (group × group overlap matrix, measure name)} from the long-form Fig. 2a table
+    (`dataset, group_a, group_b` + one of `OVERLAP_COLUMNS`) or from {dataset: matrix} (measure
+    taken to be `jaccard`, the default of `analysis.overlap`)."""
     if isinstance(obj, Mapping):
         return {str(ds): (_need(m, (), f"{where} [{ds}]"), "jaccard") for ds, m in obj.items()}
     frame = _need(obj, ("dataset", "group_a", "group_b"), where)
@@ -213,7 +216,7 @@ def overlap_range(matrix: pd.DataFrame) -> dict:
 
 def _ours_fig2a(obj, where: str) -> Ours:
     out: Ours = {}
-    for ds, (matrix, measure) in _overlap_matrices(obj, where).items():
+    for ds, (matrix, measure) in overlap_matrices(obj, where).items():
         summary = overlap_range(matrix)
         note = f"measure: {measure}"
         out[(ds, "min off-diagonal")] = (summary["min"], _fmt(summary["min"]), note)
@@ -390,9 +393,12 @@ def markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_markdown(df: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write `markdown(df)` atomically."""
+def write_markdown(df: pd.DataFrame, path: str | os.PathLike, appendix: str = "") -> None:
+    """Write `markdown(df)` atomically, followed by `appendix` (further Markdown sections, e.g.
+    `qrnca.paper_claims.markdown`) after one blank line."""
     text = markdown(df)
+    if appendix:
+        text += "\n" + appendix.rstrip("\n") + "\n"
     with atomic_open(path) as fh:
         fh.write(text)
 

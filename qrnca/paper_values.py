@@ -120,6 +120,10 @@ FIG2A = {
 #: Fig. 2b: QR neurons per layer peak in the middle layers and near the top (of 32 layers).
 FIG2B = {"n_layers": 32, "middle_peak_layers": (15, 18), "top_peak_layer": 30}
 
+#: The paper's dataset sizes (queries; each query is rendered as 3 prompts, docs/method.md §2).
+QUERIES = {"domain": 552, "language": 600}
+PROMPTS_PER_QUERY = 3
+
 
 def table3_paper(group: str) -> float | None:
     """The paper's Table 3 mean for a group name (domain or language), or None if it has none."""

@@ -152,7 +152,7 @@ rule table7:
 
 
 rule paper_comparison:
-    """Every number the paper reports beside ours, per model; missing ones are marked."""
+    """Every paper number beside ours (missing ones marked), then the paper's claims decided."""
     input:
         table3=expand(
             "{results}/{model}/tables/table3_qr_neurons.csv",
@@ -179,6 +179,15 @@ rule paper_comparison:
         fig2a=expand(
             "{results}/{model}/tables/fig2a_overlap.csv", results=RESULTS, model=MODELS
         ),
+        fig2b=expand(
+            "{results}/{model}/tables/fig2b_layers.csv", results=RESULTS, model=MODELS
+        ),
+        table5=expand(
+            "{results}/{model}/tables/table5_common_tokens_{dataset}.json",
+            results=RESULTS,
+            model=MODELS,
+            dataset=DATASETS,
+        ),
     output:
         md=report(
             f"{RESULTS}/paper_comparison.md",
@@ -186,11 +195,17 @@ rule paper_comparison:
             category="Paper comparison",
         ),
         csv=f"{RESULTS}/paper_comparison.csv",
+        claims=f"{RESULTS}/paper_claims.csv",
     log:
         f"{RESULTS}/logs/paper_comparison.log",
     conda:
         "../envs/cpu.yaml"
     params:
         models=list(MODELS),
+        datasets=list(DATASETS),
+        dataset_sources={
+            name: {"source": d["source"], "released_file": d.get("released_file")}
+            for name, d in DATASETS.items()
+        },
     script:
         "../workflow_scripts/paper_comparison.py"

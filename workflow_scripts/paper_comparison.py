@@ -1,20 +1,40 @@
-"""The paper's every number beside ours, for each model (Markdown and CSV)."""
+"""The paper's every number beside ours, for each model (Markdown and CSV), then the paper's
+claims decided on our tables (a Markdown section and their own CSV)."""
 
 import pandas as pd
 
+from qrnca import paper_claims
 from qrnca.paper_comparison import paper_comparison, write_csv, write_markdown
 from qrnca.workflow import job
 
 with job(snakemake) as log:
     names = ("table3", "table4", "table6", "table7", "fig2a")
-    model_tables = {}
+    datasets = list(snakemake.params.datasets)
+    model_tables, claim_tables = {}, {}
     for k, model in enumerate(snakemake.params.models):
         model_tables[model] = {
             name: pd.read_csv(snakemake.input[name][k])
             for name in names
             if len(snakemake.input[name]) > k
         }
+        summaries = {}
+        for ds in datasets:
+            name = f"/{model}/tables/table5_common_tokens_{ds}.json"
+            (path,) = [p for p in snakemake.input.table5 if p.endswith(name)]
+            summaries[ds] = paper_claims.read_summary(path)
+        claim_tables[model] = {
+            **{n: t for n, t in model_tables[model].items() if n in paper_claims.TABLES},
+            "fig2b": pd.read_csv(snakemake.input.fig2b[k]),
+            "table5": summaries,
+        }
     comparison = paper_comparison(model_tables)
-    write_markdown(comparison, snakemake.output.md)
+    kinds = {
+        name: paper_claims.dataset_kind(spec)
+        for name, spec in snakemake.params.dataset_sources.items()
+    }
+    claims = paper_claims.evaluate_claims(claim_tables, kinds)
+    write_markdown(comparison, snakemake.output.md, appendix=paper_claims.markdown(claims))
     write_csv(comparison, snakemake.output.csv)
-    log.info("%d rows", len(comparison))
+    paper_claims.write_csv(claims, snakemake.output.claims)
+    log.info("%d comparison rows; claims: %s", len(comparison),
+             claims["verdict"].value_counts().to_dict())
