@@ -76,7 +76,7 @@ import pandas as pd
 from . import paper_values
 from .errors import InputError
 from .io import atomic_open
-from .paper_comparison import overlap_matrices
+from .paper_comparison import need_columns, overlap_matrices
 
 HOLDS, FAILS, NOT_PRODUCED = "holds", "does not hold", "not produced"
 VERDICTS = (HOLDS, FAILS, NOT_PRODUCED)
@@ -173,13 +173,12 @@ def _row(claim: str, dataset: str, verdict: str, *, op: str = "", ours: str = ""
             "numbers": json.dumps(_jsonable(numbers or {}), ensure_ascii=False), "note": note}
 
 
-def _need(frame, columns: Sequence[str], where: str) -> pd.DataFrame:
-    if not isinstance(frame, pd.DataFrame):
-        raise InputError(f"{where}: expected a DataFrame, got {type(frame).__name__}")
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise InputError(f"{where}: missing columns {missing} (has {list(frame.columns)})")
-    return frame
+def _method_rows(frame: pd.DataFrame, kinds: Mapping, datasets: Sequence[str]):
+    """(dataset, paper kind, op, {method: table row}) for every dataset and op of Table 4 / 6."""
+    for ds in _datasets(list(dict.fromkeys(frame["dataset"].astype(str))), datasets):
+        for op in OPS:
+            part = frame[(frame["dataset"].astype(str) == ds) & (frame["op"] == op)]
+            yield ds, kinds.get(ds), op, {str(r["method"]): r for _, r in part.iterrows()}
 
 
 def _datasets(found: Sequence[str], datasets: Sequence[str]) -> list[str]:
@@ -224,74 +223,70 @@ def _check_pcr(tables, kinds, datasets):
     t4 = tables.get("table4")
     if t4 is None:
         return _missing_table("pcr", "Table 4", datasets)
-    frame = _need(t4, ("dataset", "method", "op", "pcr"), "table4")
+    frame = need_columns(t4, ("dataset", "method", "op", "pcr"), "table4")
     rows = []
-    for ds in _datasets(list(dict.fromkeys(frame["dataset"].astype(str))), datasets):
-        kind = kinds.get(ds)
-        for op in OPS:
-            part = frame[(frame["dataset"].astype(str) == ds) & (frame["op"] == op)]
-            by_method = {str(r["method"]): r for _, r in part.iterrows()}
-            paper = _paper_pcr(kind, op)
-            q = by_method.get("qrnca")
-            if q is None or _not_applicable(q):
-                why = "QRNCA not in Table 4" if q is None else f"QRNCA {_not_applicable(q)}"
-                rows.append(_row("pcr", ds, NOT_PRODUCED, op=op, paper=paper, note=why))
-                continue
-            qv = _num(q["pcr"])
-            n_rel, n_unrel = _num(q.get("n_related")), _num(q.get("n_unrelated"))
-            n = None if math.isnan(n_rel) else n_rel
-            sample = (f"{n_rel:.0f} related / {n_unrel:.0f} unrelated prompts"
-                      if n is not None else "prompts not given")
-            compared, skipped = {}, []
-            for m in PAPER_BASELINES:
-                r = by_method.get(m)
-                if r is None:
-                    skipped.append(f"{m} not run")
-                elif _not_applicable(r):
-                    skipped.append(f"{m} {_not_applicable(r)}")
-                elif math.isnan(_num(r["pcr"])):
-                    skipped.append(f"{m} PCR NaN (0/0)")
-                else:
-                    compared[m] = _num(r["pcr"])
-            extra = {}
-            for m in EXTRA_METHODS:
-                r = by_method.get(m)
-                if r is not None:
-                    extra[m] = _not_applicable(r) or _num(r["pcr"])
-            numbers = {"qrnca": qv, "others": compared, "not_compared": skipped,
-                       "not_in_paper": extra}
-            if "pcr_average" in part.columns and len(part):
-                numbers["pcr_average"] = str(q.get("pcr_average"))
-            notes = []
-            if skipped:
-                notes.append("skipped: " + "; ".join(skipped))
-            for m, v in extra.items():
-                if isinstance(v, str):
-                    notes.append(f"{m} (not in the paper): {v}")
-                else:
-                    side = "above" if qv > v else "not above"
-                    notes.append(f"{m} (not in the paper, not decisive): {_fmt(v)}, QRNCA {side} it")
-            if numbers.get("pcr_average") not in (None, "ratio_of_means", "nan"):
-                notes.append(f"pcr_average={numbers['pcr_average']} (the paper: ratio of means)")
-            if math.isnan(qv):
-                rows.append(_row("pcr", ds, NOT_PRODUCED, op=op, ours="QRNCA NaN", paper=paper, n=n,
-                                 sample=sample, numbers=numbers,
-                                 note="; ".join(["QRNCA's PCR is NaN (0/0)", *notes])))
-                continue
-            if not compared:
-                rows.append(_row("pcr", ds, NOT_PRODUCED, op=op, ours=f"QRNCA {_fmt(qv)}",
-                                 paper=paper, n=n, sample=sample, numbers=numbers,
-                                 note="; ".join(["no other method of the paper to compare", *notes])))
-                continue
-            best = max(compared, key=lambda m: compared[m])
-            numbers.update(best_other=best, best_other_pcr=compared[best])
-            beaten_by = [f"{m} {_fmt(v)}" for m, v in compared.items() if not qv > v]
-            if beaten_by:
-                notes.insert(0, "QRNCA not above: " + ", ".join(beaten_by))
-            verdict = FAILS if beaten_by else HOLDS
-            ours = f"QRNCA {_fmt(qv)} vs best other {_fmt(compared[best])} ({best})"
-            rows.append(_row("pcr", ds, verdict, op=op, ours=ours, paper=paper, n=n,
-                             sample=sample, numbers=numbers, note="; ".join(notes)))
+    for ds, kind, op, by_method in _method_rows(frame, kinds, datasets):
+        paper = _paper_pcr(kind, op)
+        q = by_method.get("qrnca")
+        if q is None or _not_applicable(q):
+            why = "QRNCA not in Table 4" if q is None else f"QRNCA {_not_applicable(q)}"
+            rows.append(_row("pcr", ds, NOT_PRODUCED, op=op, paper=paper, note=why))
+            continue
+        qv = _num(q["pcr"])
+        n_rel, n_unrel = _num(q.get("n_related")), _num(q.get("n_unrelated"))
+        n = None if math.isnan(n_rel) else n_rel
+        sample = (f"{n_rel:.0f} related / {n_unrel:.0f} unrelated prompts"
+                  if n is not None else "prompts not given")
+        compared, skipped = {}, []
+        for m in PAPER_BASELINES:
+            r = by_method.get(m)
+            if r is None:
+                skipped.append(f"{m} not run")
+            elif _not_applicable(r):
+                skipped.append(f"{m} {_not_applicable(r)}")
+            elif math.isnan(_num(r["pcr"])):
+                skipped.append(f"{m} PCR NaN (0/0)")
+            else:
+                compared[m] = _num(r["pcr"])
+        extra = {}
+        for m in EXTRA_METHODS:
+            r = by_method.get(m)
+            if r is not None:
+                extra[m] = _not_applicable(r) or _num(r["pcr"])
+        numbers = {"qrnca": qv, "others": compared, "not_compared": skipped,
+                   "not_in_paper": extra}
+        if "pcr_average" in frame.columns:
+            numbers["pcr_average"] = str(q.get("pcr_average"))
+        notes = []
+        if skipped:
+            notes.append("skipped: " + "; ".join(skipped))
+        for m, v in extra.items():
+            if isinstance(v, str):
+                notes.append(f"{m} (not in the paper): {v}")
+            else:
+                side = "above" if qv > v else "not above"
+                notes.append(f"{m} (not in the paper, not decisive): {_fmt(v)}, QRNCA {side} it")
+        if numbers.get("pcr_average") not in (None, "ratio_of_means", "nan"):
+            notes.append(f"pcr_average={numbers['pcr_average']} (the paper: ratio of means)")
+        if math.isnan(qv):
+            rows.append(_row("pcr", ds, NOT_PRODUCED, op=op, ours="QRNCA NaN", paper=paper, n=n,
+                             sample=sample, numbers=numbers,
+                             note="; ".join(["QRNCA's PCR is NaN (0/0)", *notes])))
+            continue
+        if not compared:
+            rows.append(_row("pcr", ds, NOT_PRODUCED, op=op, ours=f"QRNCA {_fmt(qv)}",
+                             paper=paper, n=n, sample=sample, numbers=numbers,
+                             note="; ".join(["no other method of the paper to compare", *notes])))
+            continue
+        best = max(compared, key=lambda m: compared[m])
+        numbers.update(best_other=best, best_other_pcr=compared[best])
+        beaten_by = [f"{m} {_fmt(v)}" for m, v in compared.items() if not qv > v]
+        if beaten_by:
+            notes.insert(0, "QRNCA not above: " + ", ".join(beaten_by))
+        verdict = FAILS if beaten_by else HOLDS
+        ours = f"QRNCA {_fmt(qv)} vs best other {_fmt(compared[best])} ({best})"
+        rows.append(_row("pcr", ds, verdict, op=op, ours=ours, paper=paper, n=n,
+                         sample=sample, numbers=numbers, note="; ".join(notes)))
     return rows
 
 
@@ -429,7 +424,7 @@ def _check_layers(tables, kinds, datasets):
     if fig is None:
         return [_row("layers", ds, NOT_PRODUCED, paper=paper, note="the run has no Fig. 2b table")
                 for ds in (datasets or ["—"])]
-    frame = _need(fig, ("dataset", "layer", "neurons"), "fig2b")
+    frame = need_columns(fig, ("dataset", "layer", "neurons"), "fig2b")
     rows = []
     for ds in _datasets(list(dict.fromkeys(frame["dataset"].astype(str))), datasets):
         part = frame[frame["dataset"].astype(str) == ds].sort_values("layer")
@@ -557,43 +552,39 @@ def _check_editing(tables, kinds, datasets):
     t6 = tables.get("table6")
     if t6 is None:
         return _missing_table("editing", "Table 6", datasets)
-    frame = _need(t6, ("dataset", "method", "op", "flip_rate"), "table6")
+    frame = need_columns(t6, ("dataset", "method", "op", "flip_rate"), "table6")
     rows = []
-    for ds in _datasets(list(dict.fromkeys(frame["dataset"].astype(str))), datasets):
-        kind = kinds.get(ds)
-        for op in OPS:
-            part = frame[(frame["dataset"].astype(str) == ds) & (frame["op"] == op)]
-            by_method = {str(r["method"]): r for _, r in part.iterrows()}
-            paper = _paper_editing(kind, op)
-            q, r = by_method.get("qrnca"), by_method.get("random")
-            lacking = [name for name, row in (("QRNCA", q), ("Random", r))
-                       if row is None or _not_applicable(row)]
-            if lacking:
-                rows.append(_row("editing", ds, NOT_PRODUCED, op=op, paper=paper,
-                                 note=f"not in Table 6: {', '.join(lacking)}"))
-                continue
-            qv, rv = _num(q["flip_rate"]), _num(r["flip_rate"])
-            nq, nr = _num(q.get("n")), _num(r.get("n"))
-            n = None if math.isnan(nq) else nq
-            sample = (f"{nq:.0f} related prompts (Random: {nr:.0f})" if n is not None
-                      else "prompts not given")
-            ratio = qv / rv if rv else (math.inf if qv > 0 else math.nan)
-            numbers = {"qrnca": qv, "random": rv, "ratio": ratio, "margin_pp": qv - rv,
-                       "n_qrnca": nq, "n_random": nr}
-            if math.isnan(qv) or math.isnan(rv):
-                rows.append(_row("editing", ds, NOT_PRODUCED, op=op, paper=paper, n=n, sample=sample,
-                                 numbers=numbers, note="a flip rate is NaN (no related prompts)"))
-                continue
-            failed = []
-            if not qv >= EDIT_RATIO_MIN * rv:
-                failed.append(f"below {EDIT_RATIO_MIN:g} × Random")
-            if not qv - rv >= EDIT_MARGIN_MIN:
-                failed.append(f"less than {EDIT_MARGIN_MIN:g} pp above Random")
-            verdict = HOLDS if edit_far_above(qv, rv) else FAILS
-            times = "ratio 0/0" if math.isnan(ratio) else f"{_fmt(ratio)}×"
-            ours = f"QRNCA {_fmt(qv)} % vs Random {_fmt(rv)} % ({times}, {qv - rv:+.3g} pp)"
-            rows.append(_row("editing", ds, verdict, op=op, ours=ours, paper=paper, n=n,
-                             sample=sample, numbers=numbers, note="; ".join(failed)))
+    for ds, kind, op, by_method in _method_rows(frame, kinds, datasets):
+        paper = _paper_editing(kind, op)
+        q, r = by_method.get("qrnca"), by_method.get("random")
+        lacking = [name for name, row in (("QRNCA", q), ("Random", r))
+                   if row is None or _not_applicable(row)]
+        if lacking:
+            rows.append(_row("editing", ds, NOT_PRODUCED, op=op, paper=paper,
+                             note=f"not in Table 6: {', '.join(lacking)}"))
+            continue
+        qv, rv = _num(q["flip_rate"]), _num(r["flip_rate"])
+        nq, nr = _num(q.get("n")), _num(r.get("n"))
+        n = None if math.isnan(nq) else nq
+        sample = (f"{nq:.0f} related prompts (Random: {nr:.0f})" if n is not None
+                  else "prompts not given")
+        ratio = qv / rv if rv else (math.inf if qv > 0 else math.nan)
+        numbers = {"qrnca": qv, "random": rv, "ratio": ratio, "margin_pp": qv - rv,
+                   "n_qrnca": nq, "n_random": nr}
+        if math.isnan(qv) or math.isnan(rv):
+            rows.append(_row("editing", ds, NOT_PRODUCED, op=op, paper=paper, n=n, sample=sample,
+                             numbers=numbers, note="a flip rate is NaN (no related prompts)"))
+            continue
+        failed = []
+        if not qv >= EDIT_RATIO_MIN * rv:
+            failed.append(f"below {EDIT_RATIO_MIN:g} × Random")
+        if not qv - rv >= EDIT_MARGIN_MIN:
+            failed.append(f"less than {EDIT_MARGIN_MIN:g} pp above Random")
+        verdict = HOLDS if edit_far_above(qv, rv) else FAILS
+        times = "ratio 0/0" if math.isnan(ratio) else f"{_fmt(ratio)}×"
+        ours = f"QRNCA {_fmt(qv)} % vs Random {_fmt(rv)} % ({times}, {qv - rv:+.3g} pp)"
+        rows.append(_row("editing", ds, verdict, op=op, ours=ours, paper=paper, n=n,
+                         sample=sample, numbers=numbers, note="; ".join(failed)))
     return rows
 
 
@@ -755,7 +746,7 @@ def markdown(claims: pd.DataFrame, paper: pd.DataFrame | None = None) -> str:
     """The section "The paper's claims" of `results/paper_comparison.md`: the claims and their
     rules (with the verdicts of the same rules on the paper's own numbers, `paper_verdicts`),
     then one table claim × model × dataset (× op)."""
-    _need(claims, COLUMNS, "paper claims")
+    need_columns(claims, COLUMNS, "paper claims")
     paper = paper_verdicts() if paper is None else paper
     lines = [
         "## The paper's claims",
@@ -790,7 +781,7 @@ def markdown(claims: pd.DataFrame, paper: pd.DataFrame | None = None) -> str:
 
 def write_csv(claims: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write the verdicts as CSV atomically (`numbers` as a JSON object per row)."""
-    _need(claims, COLUMNS, "paper claims")
+    need_columns(claims, COLUMNS, "paper claims")
     with atomic_open(path) as fh:
         claims.to_csv(fh, index=False, lineterminator="\n")
 

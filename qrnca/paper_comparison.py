@@ -115,7 +115,8 @@ def _paper_items(table: str) -> list[tuple[str, str, float | None, float | None,
 # Our numbers, as {(our dataset, item): (value, display, note)}
 
 
-def _need(frame, columns: Iterable[str], where: str) -> pd.DataFrame:
+def need_columns(frame, columns: Iterable[str], where: str) -> pd.DataFrame:
+    """`frame` itself when it is a DataFrame with `columns`; an error naming `where` otherwise."""
     if not isinstance(frame, pd.DataFrame):
         raise InputError(f"{where}: expected a DataFrame, got {type(frame).__name__}")
     missing = [c for c in columns if c not in frame.columns]
@@ -127,9 +128,9 @@ def _need(frame, columns: Iterable[str], where: str) -> pd.DataFrame:
 def _with_dataset(obj, where: str) -> pd.DataFrame:
     """A frame with a `dataset` column from a frame that has one or from {dataset: frame}."""
     if isinstance(obj, Mapping):
-        frames = [_need(f, (), f"{where} [{ds}]").assign(dataset=ds) for ds, f in obj.items()]
+        frames = [need_columns(f, (), f"{where} [{ds}]").assign(dataset=ds) for ds, f in obj.items()]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["dataset"])
-    frame = _need(obj, (), where)
+    frame = need_columns(obj, (), where)
     if "dataset" not in frame.columns:
         raise InputError(f"{where}: no 'dataset' column; give {{dataset: DataFrame}} or add the "
                          "column (a table is compared with the paper only for the paper's datasets)")
@@ -147,7 +148,7 @@ def _num(value) -> float:
 
 
 def _ours_table3(obj, where: str) -> Ours:
-    frame = _need(_with_dataset(obj, where), ("dataset", "group", "mean_neurons"), where)
+    frame = need_columns(_with_dataset(obj, where), ("dataset", "group", "mean_neurons"), where)
     out: Ours = {}
     for _, r in frame.iterrows():
         item = "overall" if r["group"] == "ALL" else str(r["group"])
@@ -158,7 +159,7 @@ def _ours_table3(obj, where: str) -> Ours:
 
 
 def _ours_methods(obj, where: str, column: str) -> Ours:
-    frame = _need(obj, ("dataset", "method", "op", column), where)
+    frame = need_columns(obj, ("dataset", "method", "op", column), where)
     out: Ours = {}
     for _, r in frame.iterrows():
         v = _num(r[column])
@@ -170,7 +171,7 @@ def _ours_methods(obj, where: str, column: str) -> Ours:
 
 
 def _ours_table7(obj, where: str) -> Ours:
-    frame = _need(obj, ("dataset", "group", "neuron_based", "prompt_based"), where)
+    frame = need_columns(obj, ("dataset", "group", "neuron_based", "prompt_based"), where)
     out: Ours = {}
     for _, r in frame.iterrows():
         for kind in ("neuron_based", "prompt_based"):
@@ -185,8 +186,8 @@ def overlap_matrices(obj, where: str = "fig2a") -> dict[str, tuple[pd.DataFrame,
     (`dataset, group_a, group_b` + one of `OVERLAP_COLUMNS`) or from {dataset: matrix} (measure
     taken to be `jaccard`, the default of `analysis.overlap`)."""
     if isinstance(obj, Mapping):
-        return {str(ds): (_need(m, (), f"{where} [{ds}]"), "jaccard") for ds, m in obj.items()}
-    frame = _need(obj, ("dataset", "group_a", "group_b"), where)
+        return {str(ds): (need_columns(m, (), f"{where} [{ds}]"), "jaccard") for ds, m in obj.items()}
+    frame = need_columns(obj, ("dataset", "group_a", "group_b"), where)
     value_cols = [c for c in OVERLAP_COLUMNS if c in frame.columns]
     if len(value_cols) != 1:
         raise InputError(f"{where}: expected exactly one overlap column of {OVERLAP_COLUMNS}, "
@@ -349,7 +350,7 @@ def _listing(part: pd.DataFrame) -> str:
 def markdown(df: pd.DataFrame) -> str:
     """The comparison as a Markdown document: one section per table, the compared numbers as a
     table, then what could not be compared and why."""
-    _need(df, COLUMNS, "paper comparison")
+    need_columns(df, COLUMNS, "paper comparison")
     models = list(dict.fromkeys(df["model"]))
     not_produced = df[df["status"] == NOT_PRODUCED]
     no_counterpart = df[df["status"] == NO_COUNTERPART]
@@ -405,6 +406,6 @@ def write_markdown(df: pd.DataFrame, path: str | os.PathLike, appendix: str = ""
 
 def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write the comparison as CSV atomically (empty cells for missing numbers)."""
-    _need(df, COLUMNS, "paper comparison")
+    need_columns(df, COLUMNS, "paper comparison")
     with atomic_open(path) as fh:
         df.to_csv(fh, index=False, lineterminator="\n")
