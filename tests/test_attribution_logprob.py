@@ -152,3 +152,25 @@ def test_top_k_with_pruning_equals_the_full_computation(arch):
         assert got["scores"] == pytest.approx(want["scores"], rel=1e-5, abs=1e-6)
         if arch != "gemma2":  # soft-capped logits are computed in full
             assert torch.isinf(dense).float().mean() > 0.3
+
+
+def test_top_k_of_a_query_does_not_depend_on_the_batch_it_is_computed_in():
+    """The batch size is an execution setting: a query's stored block must be the same bytes
+    whichever other queries share its batch (matrix products of a varying width would differ in
+    the last bits, so the exact part always uses chunks of one width)."""
+    from qrnca.attribution.job import _top_k
+    from qrnca.attribution.logprob import direction_ranges, logprob_top_k
+
+    model = build_model("llama", vocab_size=3000, layers=2, hidden=96, intermediate=640, heads=4)
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+    prompts = [torch.randint(4, 3000, (1, 12), generator=gen) for _ in range(7)]
+    states = [hooked_clean_state(model, ids, 7 + i) for i, ids in enumerate(prompts)]
+    ranges = direction_ranges(model)
+    alone = logprob_top_k(model, [states[:3]], [[7, 8, 9]], 40, ranges)[0]
+    shared = logprob_top_k(model, [states[3:5], states[:3], states[5:]], [[10, 11], [7, 8, 9], [12, 13]],
+                           40, ranges)[1]
+    assert _top_k(alone.numpy(), 40) == _top_k(shared.numpy(), 40)

@@ -381,7 +381,9 @@ def logprob_top_k(model: nn.Module, states: Sequence[Sequence[CleanState]],
     range (`direction_ranges`), so Imp_i lies in [c (D_wi − μ_i) − c² R_i² / 8, c (D_wi − μ_i)].
     A neuron whose upper bound (summed over the query's prompts) is below the k-th largest lower
     bound cannot be in the top k; the rest is computed exactly (`increase`), for all prompts of
-    the batch at once. Soft-capped models (Gemma 2) are computed in full."""
+    the batch at once, in chunks of a fixed width so that an exact value does not depend on which
+    queries share the batch (the batch size is an execution setting). Soft-capped models
+    (Gemma 2) are computed in full."""
     flat_states = [s for query in states for s in query]
     flat_targets = [t for query in target_ids for t in query]
     owner = [q for q, query in enumerate(states) for _ in query]
@@ -389,9 +391,13 @@ def logprob_top_k(model: nn.Module, states: Sequence[Sequence[CleanState]],
     n_layers, width = setup.shape
     if setup.readout.softcap is not None or k >= n_layers * width:
         full = logprob_increase(model, flat_states, flat_targets)
-        return [full[[i for i, o in enumerate(owner) if o == q]].sum(dim=0) for q in range(len(states))]
-    member = torch.zeros(len(states), len(flat_states), device=setup.device)
-    member[owner, list(range(len(flat_states)))] = 1.0  # query x prompt
+        return list(torch.stack([full[[i for i, o in enumerate(owner) if o == q]].sum(dim=0)
+                                 for q in range(len(states))]))
+    rows = [[i for i, o in enumerate(owner) if o == q] for q in range(len(states))]
+
+    def per_query(values: torch.Tensor) -> torch.Tensor:  # (P, ...) -> (Q, ...): each query's sum
+        return torch.stack([values[r].sum(dim=0) for r in rows])
+
     weight = setup.weight.float() if setup.weight.dtype != torch.float32 else setup.weight
     layers, upper, lower = [], [], []
     for layer in range(n_layers):
@@ -400,8 +406,8 @@ def logprob_top_k(model: nn.Module, states: Sequence[Sequence[CleanState]],
         mu = (prepared.base.exp() @ weight) @ u  # (P, n) E_p[D_i]
         first = prepared.coeffs * (weight[setup.targets] @ u - mu)
         width_bound = prepared.coeffs ** 2 * ranges[layer].to(setup.device) ** 2 / 8
-        upper.append(member @ first)
-        lower.append(member @ (first - width_bound))
+        upper.append(per_query(first))
+        lower.append(per_query(first - width_bound))
         layers.append(prepared)
     upper, lower = torch.stack(upper, dim=1), torch.stack(lower, dim=1)  # (Q, L, n)
     kth = lower.reshape(len(states), -1).topk(k, dim=1).values[:, -1]  # (Q,)
@@ -413,6 +419,9 @@ def logprob_top_k(model: nn.Module, states: Sequence[Sequence[CleanState]],
         columns = candidate[:, layer].any(dim=0).nonzero()[:, 0]
         for start in range(0, len(columns), chunk):
             part = columns[start:start + chunk]
-            summed = (member @ setup.increase(prepared, part)).cpu()  # (Q, c)
-            result[:, layer, part.cpu()] = summed
+            # Always `chunk` columns (the last one repeated): a column's matrix product then does
+            # not depend on which other columns share its chunk, nor its value on the batch.
+            padded = torch.cat([part, part[-1:].expand(chunk - len(part))])
+            exact = setup.increase(prepared, padded)[:, :len(part)]
+            result[:, layer, part.cpu()] = per_query(exact).cpu()
     return list(result)
