@@ -378,6 +378,9 @@ def main(argv=None):
         print(f"  Captum riemann_right vs fast ig_grid paper: max |diff| / max |fast| = "
               f"{relative(cap, paper.ig[ref_layers]):.2e} (vs ig_grid released: "
               f"{relative(cap, released.ig[ref_layers]):.2e})")
+        if "reference" in results and grid == "paper":
+            print(f"  Captum riemann_right vs reference (paper grid): max |diff| / max |reference| = "
+                  f"{relative(cap, results['reference'].ig[ref_layers]):.2e}")
     if "fast-loop" in results and "fast-batched" in results:
         worst = max(relative(b.ig, s.ig) for b, s in zip(results["fast-batched"], results["fast-loop"]))
         print(f"  fast-batched vs fast-loop: max over prompts of max |diff| / max |loop| = {worst:.2e}")
