@@ -107,8 +107,8 @@ def _staircase_batch(runner: LastTokenRunner, prompts: Sequence[Prompt],
     if len(order) == 1:
         chosen = probs[:, prompts[order[0]][2]]
     else:
-        targets = torch.tensor([prompts[b][2] for b in order], device=probs.device)
-        per_row = torch.repeat_interleave(targets, torch.tensor(counts, device=probs.device))
+        per_row = torch.tensor([prompts[b][2] for b, count in zip(order, counts)
+                                for _ in range(count)], device=probs.device)
         chosen = probs.gather(1, per_row[:, None])[:, 0]
     grads = torch.autograd.grad(chosen.sum(), list(leaves.values()))
     return {key: g.float().sum(dim=0) for key, g in zip(leaves, grads)}
