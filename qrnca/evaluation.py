@@ -196,6 +196,9 @@ def evaluate(model, tokenizer, queries: Sequence[Mapping],
                     touching.setdefault((index[pid], pk), []).append(
                         (_Row(method, qi, op, "unrelated"), order))
 
+    # One Edit per (method, query, op), shared by every prompt it touches.
+    edit_of = {(method, qi, op): Edit.of(neurons[method][query["id"]], OPS[op])
+               for method in neurons for qi, query in enumerate(queries) for op in settings.ops}
     records: dict[str, list[tuple[tuple, dict]]] = {m: [] for m in neurons}
     op_rank = {op: i for i, op in enumerate(settings.ops)}
     rows_total = passes = 0
@@ -205,8 +208,7 @@ def evaluate(model, tokenizer, queries: Sequence[Mapping],
         query = queries[qi]
         gold = query["answers"][k]
         rows = touching[(qi, k)]
-        edits = [CLEAN] + [Edit.of(neurons[r.method][queries[r.query]["id"]], OPS[r.op])
-                           for r, _ in rows]
+        edits = [CLEAN] + [edit_of[(r.method, r.query, r.op)] for r, _ in rows]
         ids = encoding.ids(tokenizer, query["prompts"][k])
         result = SharedPrefix(model, ids).letter_probabilities(
             edits, letter_ids, gold=gold, chunk_size=settings.chunk_size)

@@ -22,6 +22,7 @@ the prefix cache (one copy) plus one layer's concatenated keys / values for a ch
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -43,7 +44,8 @@ Neuron = tuple[int, int]
 @dataclass(frozen=True)
 class Edit:
     """One intervention row: multiply `neurons` ((layer, index) pairs) by `factor` at the last
-    position. No neurons (or factor 1) is the clean row."""
+    position. No neurons (or factor 1) is the clean row. Build each edit once and reuse it: its
+    identity and its neurons as arrays are computed on first use and kept."""
 
     neurons: tuple[Neuron, ...] = ()
     factor: float = 1.0
@@ -54,9 +56,18 @@ class Edit:
 
     def key(self) -> tuple:
         """Identity of the computation: two edits with equal keys give identical rows."""
+        return self._key
+
+    @cached_property
+    def _key(self) -> tuple:
         if self.factor == 1.0 or not self.neurons:
             return ()
         return (frozenset(self.neurons), self.factor)
+
+    @cached_property
+    def cells(self) -> np.ndarray:
+        """The neurons as an (n, 2) int64 array of (layer, index), in order."""
+        return np.array(self.neurons, dtype=np.int64).reshape(-1, 2)
 
 
 CLEAN = Edit()
@@ -121,21 +132,29 @@ class SharedPrefixLayer(DynamicLayer):
 
 
 def _multipliers(edits: Sequence[Edit], shape: tuple[int, int], device) -> dict[int, torch.Tensor]:
-    """Per-layer (rows, width) multiplier matrices; layers no row touches are absent (left alone)."""
+    """Per-layer (rows, width) multiplier matrices; layers no row touches are absent (left alone).
+
+    Built with one indexed write: every (row, layer, index) cell of the non-clean rows gets its
+    row's factor (a neuron listed twice gets the same factor twice), all other cells are 1."""
     n_layers, width = shape
-    out: dict[int, torch.Tensor] = {}
-    for row, edit in enumerate(edits):
-        if not edit.key():
-            continue
-        for layer, index in edit.neurons:
-            if not (0 <= layer < n_layers and 0 <= index < width):
-                raise InputError(f"neuron ({layer}, {index}) is outside the model's neuron grid "
-                                 f"{n_layers} x {width}")
-            matrix = out.get(layer)
-            if matrix is None:
-                matrix = out[layer] = torch.ones(len(edits), width, device=device)
-            matrix[row, index] = edit.factor
-    return out
+    picked = [(row, edit) for row, edit in enumerate(edits) if edit.key()]
+    if not picked:
+        return {}
+    cells = np.concatenate([edit.cells for _, edit in picked])
+    rows = np.concatenate([np.full(len(edit.cells), row, dtype=np.int64) for row, edit in picked])
+    factors = np.concatenate([np.full(len(edit.cells), edit.factor, dtype=np.float32)
+                              for _, edit in picked])
+    layers, indices = cells[:, 0], cells[:, 1]
+    outside = (layers < 0) | (layers >= n_layers) | (indices < 0) | (indices >= width)
+    if outside.any():
+        layer, index = cells[int(np.argmax(outside))]
+        raise InputError(f"neuron ({layer}, {index}) is outside the model's neuron grid "
+                         f"{n_layers} x {width}")
+    touched = np.unique(layers)
+    matrices = torch.ones(len(touched), len(edits), width, device=device)
+    where = [torch.from_numpy(a).to(device) for a in (np.searchsorted(touched, layers), rows, indices)]
+    matrices.index_put_(tuple(where), torch.from_numpy(factors).to(device))
+    return {int(layer): matrices[i] for i, layer in enumerate(touched)}
 
 
 def shared_prefix_layers(cache: Cache, prefix_length: int) -> list[SharedPrefixLayer]:

@@ -8,6 +8,7 @@ import torch
 from qrnca.attribution import (
     UnsupportedModelError,
     fast_ig,
+    fast_ig_batch,
     ig_alphas,
     last_token_state,
     reference_ig,
@@ -235,3 +236,145 @@ def test_qwen3_with_head_norms():
     ref = reference_ig(model, ids, TARGET, steps=4)
     fast = fast_ig(model, ids, TARGET, steps=4)
     assert (fast.ig - ref.ig).abs().max() <= 1e-4 * ref.ig.abs().max()
+
+
+# ------------------------------------------------------------------ several prompts per staircase
+
+# Different lengths (Gemma 2/3's window is 8: three prompts longer, one shorter, one without any
+# prefix) and two prompts of the same length, so that a row reading another prompt's prefix, its
+# rotary angles or its target would show.
+BATCH_LENGTHS = (14, 9, 20, 1, 14)
+
+
+def batch_prompts(model, lengths=BATCH_LENGTHS):
+    """Prompts of the given lengths and, per prompt, a different target: its clean top-1, top-2 or
+    top-3 token (targets with some probability keep the comparison well conditioned)."""
+    ids = [prompt(length, seed=10 + i) for i, length in enumerate(lengths)]
+    with torch.no_grad():
+        targets = [int(model(p).logits[0, -1].argsort(descending=True)[i % 3])
+                   for i, p in enumerate(ids)]
+    return ids, targets
+
+
+def relative_error(result, expected):
+    return float((result.ig.double() - expected.ig.double()).abs().max() / expected.ig.abs().max())
+
+
+@pytest.mark.parametrize("arch,kw", FAMILIES, ids=[f[0] for f in FAMILIES])
+def test_batch_equals_single_float32(arch, kw):
+    model = make(arch, **kw)
+    ids, targets = batch_prompts(model)
+    single = [fast_ig(model, p, t, steps=8) for p, t in zip(ids, targets)]
+    batch = fast_ig_batch(model, ids, targets, steps=8)
+    assert len(batch) == len(single)
+    for b, s in zip(batch, single):
+        assert relative_error(b, s) <= 1e-5
+        assert torch.equal(b.activations, s.activations)  # each prompt's own clean pass
+        assert b.p0 == s.p0 and b.state is not None and b.state.p0 == b.p0
+        assert torch.equal(b.state.resid_mid, s.state.resid_mid)
+    # the prompts' attributions differ, so a mix-up could not pass unnoticed
+    assert relative_error(batch[0], single[4]) > 1e-2
+
+
+@pytest.mark.parametrize("arch,kw", FAMILIES, ids=[f[0] for f in FAMILIES])
+def test_batch_chunks_across_prompts_float64(arch, kw):
+    """Passes of max_rows rows that hold pieces of several prompts (or part of one) give every
+    prompt its single-prompt IG. A float64 model: what remains is the float32 accumulation of
+    the chunks' gradient sums (~1e-7), far below what a row sent to the wrong prefix, position or
+    target would cost."""
+    model = make(arch, dtype=torch.float64, **kw)
+    ids, targets = batch_prompts(model)
+    single = [fast_ig(model, p, t, steps=4) for p, t in zip(ids, targets)]
+    for max_rows in (5, 30):  # 12 rows per prompt: pieces cut inside a prompt; pieces packed
+        batch = fast_ig_batch(model, ids, targets, steps=4, max_rows=max_rows)
+        assert max(relative_error(b, s) for b, s in zip(batch, single)) <= 1e-6
+
+
+def test_batch_chunked_float32_equals_single_chunked_bits():
+    """With max_rows, each prompt is cut into the same pieces as `fast_ig(max_rows=...)` alone;
+    on this CPU the result is bit for bit the single-prompt one (the job's bytes rely on it)."""
+    model = make("llama", kv_heads=2)
+    ids, targets = batch_prompts(model, (14, 9, 20))
+    for max_rows in (7, 50, 100):  # 24 rows per prompt: pieces of one, two whole, all three
+        single = [fast_ig(model, p, t, steps=8, max_rows=max_rows) for p, t in zip(ids, targets)]
+        batch = fast_ig_batch(model, ids, targets, steps=8, max_rows=max_rows)
+        for b, s in zip(batch, single):
+            assert relative_error(b, s) <= 1e-5
+            assert torch.equal(b.ig, s.ig)
+
+
+def test_passes_pack_whole_pieces_of_prompts():
+    rows = [(b, layer, a) for b in range(3) for layer in range(3) for a in range(4)]  # 12 each
+
+    def passes(chunk):
+        out, start = [], 0
+        while start < len(rows):
+            part = fast_module._next_pass(rows, start, chunk, lambda r: r[0])
+            out.append(part)
+            start += len(part)
+        return out
+
+    assert [len(p) for p in passes(36)] == [36]
+    assert [len(p) for p in passes(30)] == [24, 12]  # two whole prompts, then the third
+    assert [len(p) for p in passes(5)] == [5, 5, 2] * 3  # a prompt's own pieces, never merged
+    assert [len(p) for p in passes(8)] == [8, 4, 8, 4, 8, 4]  # 4 + 8 > 8: not packed
+    assert [len(p) for p in passes(16)] == [12, 12, 12]
+    for chunk in (5, 8, 16, 30):
+        for part in passes(chunk):
+            for b in {r[0] for r in part}:  # the piece of prompt b is a single-prompt cut
+                mine = [r for r in part if r[0] == b]
+                offset = rows.index(mine[0]) - 12 * b
+                assert offset % chunk == 0 and len(mine) <= chunk
+
+
+def test_batch_out_of_memory_uses_fewer_prompts_per_pass(monkeypatch, caplog):
+    model = make("llama", kv_heads=2)
+    ids, targets = batch_prompts(model, (14, 9, 20))
+    whole = fast_ig_batch(model, ids, targets, steps=4)
+    real = fast_module._staircase_batch
+    seen = []
+
+    def flaky(runner, prompts, rows):
+        seen.append((len(rows), sorted({r[0] for r in rows})))
+        if len(rows) > 9:
+            raise torch.cuda.OutOfMemoryError("simulated")
+        return real(runner, prompts, rows)
+
+    monkeypatch.setattr(fast_module, "_staircase_batch", flaky)
+    with caplog.at_level(logging.WARNING, logger="qrnca.attribution"):
+        result = fast_ig_batch(model, ids, targets, steps=4)
+    # 3 prompts x 12 rows: all three in one pass; at 18 rows a pass holds one prompt (two would
+    # be 24); then halves of one prompt
+    assert seen[:3] == [(36, [0, 1, 2]), (12, [0]), (6, [0])]
+    assert all(n == 6 and len(b) == 1 for n, b in seen[2:])
+    assert sum(n for n, _ in seen[2:]) == 36
+    assert "out of memory" in caplog.text
+    for r, w in zip(result, whole):
+        assert relative_error(r, w) <= 1e-5
+
+
+def test_batch_other_errors_are_not_retried_and_bad_input(monkeypatch):
+    model = make("llama", layers=2)
+    assert fast_ig_batch(model, [], [], steps=2) == []
+    with pytest.raises(ValueError, match="2 prompts but 1 target"):
+        fast_ig_batch(model, [prompt(), prompt(5)], [TARGET], steps=2)
+    from qrnca.errors import InputError
+    with pytest.raises(InputError, match="outside the vocabulary"):
+        fast_ig_batch(model, [prompt(), prompt(5)], [TARGET, VOCAB], steps=2)
+
+    def broken(*args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(fast_module, "_staircase_batch", broken)
+    with pytest.raises(RuntimeError, match="boom"):
+        fast_ig_batch(model, [prompt()], [TARGET], steps=2)
+
+
+def test_batch_equals_reference_gemma3_beyond_the_window():
+    """The batched path against the oracle directly (not only through fast_ig)."""
+    model = make("gemma3", kv_heads=1)
+    ids, targets = batch_prompts(model, (14, 5, 20))
+    batch = fast_ig_batch(model, ids, targets, steps=4)
+    for p, t, b in zip(ids, targets, batch):
+        ref = reference_ig(model, p, t, steps=4)
+        assert relative_error(b, ref) <= 1e-4

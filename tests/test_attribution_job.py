@@ -90,16 +90,16 @@ def test_shards_partition_the_queries(setup, tmp_path):
 def test_resume_after_a_kill_recomputes_only_unfinished(setup, tmp_path, monkeypatch):
     reference = _run(setup, tmp_path / "clean.jsonl").read_bytes()
 
-    real = job_module.attribute_prompt
+    real = job_module.attribute_prompts  # one call per query: its three prompts
     calls = []
 
-    def dying(model, input_ids, target_id, **kw):
-        calls.append(input_ids.shape[1])
-        if len(calls) == 7:  # the first prompt of the third query
+    def dying(model, input_ids, target_ids, **kw):
+        calls.append(len(input_ids))
+        if len(calls) == 3:  # the third query
             raise KeyboardInterrupt("simulated kill")
-        return real(model, input_ids, target_id, **kw)
+        return real(model, input_ids, target_ids, **kw)
 
-    monkeypatch.setattr(job_module, "attribute_prompt", dying)
+    monkeypatch.setattr(job_module, "attribute_prompts", dying)
     path = tmp_path / "shard.jsonl"
     with pytest.raises(KeyboardInterrupt):
         _run(setup, path, batch_queries=2)  # the kill hits the second batch: q0, q1 are kept
@@ -112,13 +112,13 @@ def test_resume_after_a_kill_recomputes_only_unfinished(setup, tmp_path, monkeyp
 
     counting = []
 
-    def counted(model, input_ids, target_id, **kw):
-        counting.append(1)
-        return real(model, input_ids, target_id, **kw)
+    def counted(model, input_ids, target_ids, **kw):
+        counting.append(len(input_ids))
+        return real(model, input_ids, target_ids, **kw)
 
-    monkeypatch.setattr(job_module, "attribute_prompt", counted)
+    monkeypatch.setattr(job_module, "attribute_prompts", counted)
     _run(setup, path)
-    assert len(counting) == 6  # two queries x three prompts, nothing else recomputed
+    assert counting == [3, 3]  # two queries x three prompts, nothing else recomputed
     assert path.read_bytes() == reference
     assert not partial.exists()
 
@@ -130,36 +130,36 @@ def test_batching_queries_for_the_logprob_baseline_changes_no_byte(setup, tmp_pa
 
 
 def test_resume_with_other_settings_is_refused(setup, tmp_path, monkeypatch):
-    real = job_module.attribute_prompt
+    real = job_module.attribute_prompts
     calls = []
 
     def dying(*args, **kw):
         calls.append(1)
-        if len(calls) == 4:
+        if len(calls) == 2:
             raise RuntimeError("killed")
         return real(*args, **kw)
 
-    monkeypatch.setattr(job_module, "attribute_prompt", dying)
+    monkeypatch.setattr(job_module, "attribute_prompts", dying)
     path = tmp_path / "s.jsonl"
     with pytest.raises(RuntimeError):
         _run(setup, path)
-    monkeypatch.setattr(job_module, "attribute_prompt", real)
+    monkeypatch.setattr(job_module, "attribute_prompts", real)
     with pytest.raises(InputError, match="settings"):
         _run(setup, path, steps=8)
 
 
 def test_nan_scores_raise_naming_the_query(setup, tmp_path, monkeypatch):
-    real = job_module.attribute_prompt
+    real = job_module.attribute_prompts
     calls = []
 
     def poisoned(*args, **kw):
         calls.append(1)
-        result = real(*args, **kw)
-        if len(calls) == 5:  # second prompt of query q1
-            result.ig[0, 0] = float("nan")
-        return result
+        results = real(*args, **kw)
+        if len(calls) == 2:  # query q1: its second prompt
+            results[1].ig[0, 0] = float("nan")
+        return results
 
-    monkeypatch.setattr(job_module, "attribute_prompt", poisoned)
+    monkeypatch.setattr(job_module, "attribute_prompts", poisoned)
     path = tmp_path / "s.jsonl"
     with pytest.raises(AttributionError, match="'q1', prompt 1"):
         _run(setup, path, batch_queries=1)
@@ -195,3 +195,18 @@ def test_reference_method_gives_the_same_records(setup, tmp_path):
         assert a["ig"][:5] == pytest.approx(b["ig"][:5], rel=1e-4)
     assert fast["logprob_increase"]["neurons"][:20] == ref["logprob_increase"]["neurons"][:20]
     assert fast["activation"]["neurons"] == ref["activation"]["neurons"]
+
+
+@pytest.mark.parametrize("max_rows", [None, 20])
+def test_query_prompts_sharing_passes_change_no_byte(setup, tmp_path, monkeypatch, max_rows):
+    """The job runs a query's prompts through shared staircase passes (`fast_ig_batch`); its
+    output is byte for byte that of one `fast_ig` per prompt (each prompt is cut into the same
+    row pieces, and rows never interact)."""
+    batched = _run(setup, tmp_path / "batched.jsonl", max_rows=max_rows).read_bytes()
+
+    def one_by_one(model, input_ids, target_ids, *, method, **kw):
+        assert method == "fast"
+        return [fast_ig(model, ids, t, **kw) for ids, t in zip(input_ids, target_ids)]
+
+    monkeypatch.setattr(job_module, "attribute_prompts", one_by_one)
+    assert _run(setup, tmp_path / "single.jsonl", max_rows=max_rows).read_bytes() == batched

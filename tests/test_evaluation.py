@@ -281,3 +281,22 @@ def test_read_results_maps_files_dataset_major(tmp_path):
         ("d2", "qrnca"): "d2/qrnca", ("d2", "random"): "d2/random"}
     with pytest.raises(InputError, match="expected 4 evaluation files"):
         read_results(paths[:3], ["d1", "d2"], ["qrnca", "random"])
+
+
+def test_each_edit_is_built_once_per_method_query_and_op(tiny, monkeypatch):
+    """Every prompt a (method, query, op) touches reuses one Edit (and its cached arrays)."""
+    model, tokenizer, queries = tiny
+    methods = {"qrnca": ev.neuron_sets(neuron_records(queries, lambda i: [[0, i], [1, i]]), queries),
+               "random": ev.neuron_sets(neuron_records(queries, lambda i: [[1, 3]]), queries)}
+    built = []
+    real = ev.Edit.of.__func__
+
+    def counting(cls, neurons, factor):
+        built.append(1)
+        return real(cls, neurons, factor)
+
+    monkeypatch.setattr(ev.Edit, "of", classmethod(counting))
+    run = ev.evaluate(model, tokenizer, queries, methods, ev.EvaluationSettings(seed=3),
+                      progress=False)
+    assert len(built) == 2 * len(queries) * 2  # methods x queries x ops
+    assert run.stats["rows"] == 2 * 2 * 6 * len(queries) + 12

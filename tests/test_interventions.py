@@ -130,3 +130,60 @@ def test_bad_inputs_name_the_value():
         intervene(model, prompt_ids(), [CLEAN], LETTERS, gold="E")
     with pytest.raises(InputError, match=r"shape \(1, T>=1\)"):
         SharedPrefix(model, torch.tensor([1, 2, 3]))
+
+
+def _multipliers_one_by_one(edits, shape, device=None):
+    """The per-neuron loop that `_multipliers` replaced (kept here as its oracle)."""
+    n_layers, width = shape
+    out = {}
+    for row, edit in enumerate(edits):
+        if not edit.key():
+            continue
+        for layer, index in edit.neurons:
+            if not (0 <= layer < n_layers and 0 <= index < width):
+                raise InputError(f"neuron ({layer}, {index}) is outside the model's neuron grid "
+                                 f"{n_layers} x {width}")
+            matrix = out.get(layer)
+            if matrix is None:
+                matrix = out[layer] = torch.ones(len(edits), width, device=device)
+            matrix[row, index] = edit.factor
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_vectorised_multipliers_equal_the_per_neuron_loop(seed):
+    from qrnca.interventions import _multipliers
+
+    rng = np.random.default_rng(seed)
+    shape = (5, 17)
+    edits = []
+    for _ in range(int(rng.integers(1, 12))):
+        kind = rng.integers(5)
+        if kind == 0:
+            edits.append(CLEAN)
+            continue
+        neurons = [(int(rng.integers(shape[0])), int(rng.integers(shape[1])))
+                   for _ in range(int(rng.integers(0, 9)))]
+        if neurons and kind == 1:
+            neurons += neurons[: len(neurons) // 2 + 1]  # duplicate neurons
+        factor = float(rng.choice([0.0, 2.0, 1.0, 0.5]))
+        edits.append(Edit.of(neurons, factor))
+    edits.insert(int(rng.integers(len(edits) + 1)), CLEAN)
+    expected = _multipliers_one_by_one(edits, shape)
+    result = _multipliers(edits, shape, "cpu")
+    assert sorted(result) == sorted(expected)
+    for layer, matrix in expected.items():
+        assert result[layer].dtype == matrix.dtype and result[layer].shape == matrix.shape
+        assert torch.equal(result[layer], matrix)
+    assert _multipliers([CLEAN, Edit.of([(1, 2)], 1.0), Edit.of([], 0.0)], shape, "cpu") == {}
+
+
+def test_vectorised_multipliers_name_the_first_neuron_outside_the_grid():
+    from qrnca.interventions import _multipliers
+
+    edits = [CLEAN, Edit.of([(9, 9)], 1.0), Edit.of([(0, 1), (2, -1), (5, 0)], 0.0)]
+    with pytest.raises(InputError, match=r"neuron \(2, -1\) is outside .* 5 x 17") as got:
+        _multipliers(edits, (5, 17), "cpu")
+    with pytest.raises(InputError) as old:
+        _multipliers_one_by_one(edits, (5, 17))
+    assert str(got.value) == str(old.value)

@@ -11,14 +11,14 @@ per-prompt quantities.
 """
 
 from .common import CleanState, PromptAttribution, ig_alphas
-from .fast import fast_ig
+from .fast import fast_ig, fast_ig_batch
 from .lasttoken import UnsupportedModelError, fast_families, last_token_state, supports_fast
 from .job import attribute_dataset, attribute_query, shard_queries
 from .logprob import hooked_clean_state, logprob_increase
 from .reference import reference_ig
 
 __all__ = [
-    "CleanState", "PromptAttribution", "ig_alphas", "fast_ig", "reference_ig", "fast_families",
+    "CleanState", "PromptAttribution", "ig_alphas", "fast_ig", "fast_ig_batch", "reference_ig", "fast_families",
     "UnsupportedModelError", "last_token_state", "supports_fast", "attribute_dataset",
     "attribute_query", "shard_queries", "hooked_clean_state", "logprob_increase",
 ]

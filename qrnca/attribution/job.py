@@ -29,7 +29,7 @@ from ..io import dumps_line, write_json, write_jsonl
 from ..methods import not_applicable
 from ..models import PromptEncoding
 from .common import PromptAttribution, log
-from .fast import fast_ig
+from .fast import fast_ig, fast_ig_batch
 from .lasttoken import supports_fast
 from .logprob import direction_ranges, hooked_clean_state, logprob_applicability, logprob_top_k
 from .reference import reference_ig
@@ -41,10 +41,24 @@ LOGPROB = "logprob_increase"
 
 def attribute_prompt(model: nn.Module, input_ids: torch.Tensor, target_id: int, *, steps: int,
                      ig_grid: str, method: str, max_rows: int | None = None) -> PromptAttribution:
-    """IG of one prompt by the chosen method (the unit of work of the job)."""
+    """IG of one prompt by the chosen method."""
     if method == "fast":
         return fast_ig(model, input_ids, target_id, steps=steps, ig_grid=ig_grid, max_rows=max_rows)
     return reference_ig(model, input_ids, target_id, steps=steps, ig_grid=ig_grid)
+
+
+def attribute_prompts(model: nn.Module, input_ids: Sequence[torch.Tensor],
+                      target_ids: Sequence[int], *, steps: int, ig_grid: str, method: str,
+                      max_rows: int | None = None) -> list[PromptAttribution]:
+    """IG of several prompts (the unit of work of the job: one query's prompts). `fast`: the
+    prompts share staircase passes (`fast_ig_batch`, equal to one `fast_ig` per prompt up to
+    rounding; `max_rows` bounds the rows of one pass over all of them); `reference`: one prompt
+    after the other."""
+    if method == "fast":
+        return fast_ig_batch(model, input_ids, target_ids, steps=steps, ig_grid=ig_grid,
+                             max_rows=max_rows)
+    return [attribute_prompt(model, ids, target, steps=steps, ig_grid=ig_grid, method=method)
+            for ids, target in zip(input_ids, target_ids)]
 
 
 def shard_queries(queries: Sequence[Mapping], shard: tuple[int, int]) -> list[Mapping]:
@@ -115,22 +129,19 @@ def _prompt_attributions(model: nn.Module, tokenizer, query: Mapping, letters: M
     every result carries its clean state (for the log-probability increase)."""
     qid = query["id"]
     device = next(model.parameters()).device
-    results, targets = [], []
-    for k, (prompt, letter) in enumerate(zip(query["prompts"], query["answers"])):
-        ids = encoding.ids(tokenizer, prompt).to(device)
-        target = letters[letter]
-        result = attribute_prompt(model, ids, target, steps=steps, ig_grid=ig_grid, method=method,
-                                  max_rows=max_rows)
+    ids = [encoding.ids(tokenizer, prompt).to(device) for prompt in query["prompts"]]
+    targets = [letters[letter] for letter in query["answers"]]
+    results = attribute_prompts(model, ids, targets, steps=steps, ig_grid=ig_grid, method=method,
+                                max_rows=max_rows)
+    for k, (result, prompt_ids, target) in enumerate(zip(results, ids, targets)):
         if not (torch.isfinite(result.ig).all() and math.isfinite(result.p0)
                 and torch.isfinite(result.activations).all()):
             raise AttributionError(f"query {qid!r}, prompt {k}: attribution gave NaN or infinite "
                                    f"scores (p0={result.p0})")
         if need_state and result.state is None:
-            result.state = hooked_clean_state(model, ids, target)
+            result.state = hooked_clean_state(model, prompt_ids, target)
         elif not need_state:
             result.state = None  # not kept: the clean state lives on the model's device
-        results.append(result)
-        targets.append(target)
     return results, targets
 
 

@@ -5,7 +5,9 @@ keys and values of the prefix (all tokens but the last) are the same whatever is
 position's FFN activations. `LastTokenRunner` computes them once per prompt with the model's own
 forward (`use_cache=True`) and then runs any number of last-token rows through individual layers,
 each row attending to the SHARED prefix keys/values (broadcast, never copied per row) and to its
-own new key/value.
+own new key/value. Rows of several prompts can run together (`attention` with row counts): the
+row-wise pieces run once for all of them, the rotary angles and the attention per prompt, against
+that prompt's own prefix (whatever its length), so a row never sees another prompt.
 
 The layer pieces are the model's own Hugging Face submodules called as functions (norms,
 projections, activation, rotary embedding at position T-1), so biases, RMSNorm variants and
@@ -18,6 +20,7 @@ is registered in `qrnca.families` (`Family.fast`); others raise `UnsupportedMode
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -26,7 +29,6 @@ from .. import families, layouts
 from ..errors import InputError
 from ..families import DecoderBlock
 from .common import CleanState, target_probability
-
 
 
 class UnsupportedModelError(InputError):
@@ -191,31 +193,54 @@ class LastTokenRunner:
         return empty, empty
 
     # ---- per layer --------------------------------------------------------------------------
-    def attention(self, layer: int, x: torch.Tensor, ctx: PromptContext) -> torch.Tensor:
+    def attention(self, layer: int, x: torch.Tensor, ctx: PromptContext | Sequence[PromptContext],
+                  counts: Sequence[int] | None = None) -> torch.Tensor:
         """Attention output (R, d) of rows with residual x (R, d) at `layer`, as added to the
-        residual (after the family's attention-output norm, if any)."""
+        residual (after the family's attention-output norm, if any).
+
+        `ctx`: the context of the one prompt all rows belong to, or a sequence of contexts with
+        `counts` (the number of rows of each, in order; the rows of one prompt contiguous). The
+        projections, norms and everything row-wise run once for all rows; only the rotary angles
+        (each prompt's last position) and the attention (each prompt's own prefix, of its own
+        length) are taken per prompt, on that prompt's slice of the rows."""
         block = self.layers[layer]
-        prefix_k, prefix_v = ctx.prefix_kv[layer]
         rows = x.shape[0]
+        if isinstance(ctx, PromptContext):
+            groups = [(ctx, 0, rows)]
+        else:
+            if counts is None or len(counts) != len(ctx) or sum(counts) != rows:
+                raise ValueError(f"row counts {counts} do not split {rows} rows over "
+                                 f"{len(ctx)} prompts")
+            starts = [0]
+            for count in counts:
+                starts.append(starts[-1] + count)
+            groups = [(c, s, e) for c, s, e in zip(ctx, starts, starts[1:]) if e > s]
         attn = self._attn(layer)
         hd = attn.head_dim
         normed = getattr(block, self.block.attn_norm)(x)
+        outs = []
         if self.rope:
             q = attn.q_proj(normed).view(rows, -1, hd)
             k = attn.k_proj(normed).view(rows, -1, hd)
             v = attn.v_proj(normed).view(rows, -1, hd)
             if hasattr(attn, "q_norm"):  # Qwen3, Gemma 3 normalise each head before the rotation
                 q, k = attn.q_norm(q), attn.k_norm(k)
-            cos, sin = ctx.rotary[layer]
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
-            out = attn.o_proj(attend_last(q, k, v, prefix_k, prefix_v, attn.scaling,
-                                          self.attn_softcap))
+            for c, s, e in groups:
+                prefix_k, prefix_v = c.prefix_kv[layer]
+                cos, sin = c.rotary[layer]
+                qs, ks = q[s:e], k[s:e]
+                qs = qs * cos + _rotate_half(qs) * sin
+                ks = ks * cos + _rotate_half(ks) * sin
+                outs.append(attend_last(qs, ks, v[s:e], prefix_k, prefix_v, attn.scaling,
+                                        self.attn_softcap))
+            out = attn.o_proj(outs[0] if len(outs) == 1 else torch.cat(outs))
         else:
             q, k, v = attn.c_attn(normed).split(attn.split_size, dim=-1)
             q, k, v = (t.reshape(rows, -1, hd) for t in (q, k, v))
-            out = attn.resid_dropout(attn.c_proj(attend_last(q, k, v, prefix_k, prefix_v,
-                                                             attn.scaling)))
+            for c, s, e in groups:
+                prefix_k, prefix_v = c.prefix_kv[layer]
+                outs.append(attend_last(q[s:e], k[s:e], v[s:e], prefix_k, prefix_v, attn.scaling))
+            out = attn.resid_dropout(attn.c_proj(outs[0] if len(outs) == 1 else torch.cat(outs)))
         if self.block.attn_out_norm is not None:
             out = getattr(block, self.block.attn_out_norm)(out)
         return out
