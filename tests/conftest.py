@@ -57,3 +57,25 @@ def small_disk(tmp_path, monkeypatch):
 
     monkeypatch.setattr(builtins, "open", limited_open)
     yield disk, False
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    """One run of the whole demo (a copy of the workflow and the package), shared by every test
+    that only reads it."""
+    from demo_workflow import DEMO, copy_workflow, snakemake
+
+    work = copy_workflow(tmp_path_factory.mktemp("demo"))
+    run = snakemake(work, *DEMO, "--cores", "2")
+    assert run.returncode == 0, run.stderr[-6000:]
+    return work
+
+
+@pytest.fixture
+def demo_copy(demo, tmp_path):
+    """A copy of the finished demo (mtimes and Snakemake metadata kept) for tests that change it."""
+    import shutil
+
+    dest = tmp_path / "copy"
+    shutil.copytree(demo, dest, symlinks=True)
+    return dest
