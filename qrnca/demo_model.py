@@ -45,10 +45,11 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import torch
+from safetensors import SafetensorError
 
 from .datasets.render import parse_options
-from .errors import InputError
-from .io import write_json
+from .errors import InputError, OutputError
+from .io import output_error, share_permissions, write_json
 from .models import LETTERS, letter_token_ids
 from .scoring import token_probabilities
 from .tiny_models import train_word_tokenizer
@@ -184,7 +185,8 @@ def train_demo_model(
     held-out prompts have no unknown words). At most `steps` optimizer steps. Every `eval_every`
     steps, once the mean letter loss since the last check is below `eval_below`, accuracy on the
     given prompts is measured; training stops after `patience` consecutive checks at 100 %.
-    Returns the metrics also written to `out_dir/training.json`.
+    Returns the metrics written to `out_dir/training.json`, plus `seconds` (the wall time, which
+    is not written there: a rerun writes the same bytes).
     """
     pairs = [(str(p), str(a)) for p, a in prompts_and_answers]
     if not pairs:
@@ -305,19 +307,26 @@ def train_demo_model(
                          "eval_below": eval_below, "patience": patience, "threads": threads},
             "history": history,
         }
-        _save_atomically(model, tokenizer, metrics, out_dir, started)
-    return metrics
+        _save_atomically(model, tokenizer, metrics, out_dir)
+    # the wall time is returned for logs and provenance, never written beside the model (a
+    # rerun must write the same bytes)
+    return {**metrics, "seconds": round(time.perf_counter() - started, 3)}
 
 
-def _save_atomically(model, tokenizer, metrics: dict, out_dir: Path, started: float) -> None:
-    """save_pretrained into a temporary sibling directory, then swap it into place."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+def _save_atomically(model, tokenizer, metrics: dict, out_dir: Path) -> None:
+    """save_pretrained into a temporary sibling directory, then swap it into place (with the
+    permissions of every other output). A failed write (a full disk) names the directory and
+    leaves nothing behind."""
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    except OSError as exc:
+        raise output_error(out_dir, exc) from exc
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        metrics["seconds"] = round(time.perf_counter() - started, 3)
         write_json(tmp / METRICS_FILE, metrics)
+        share_permissions(tmp)
         if out_dir.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
             os.replace(out_dir, old / "model")
@@ -325,6 +334,12 @@ def _save_atomically(model, tokenizer, metrics: dict, out_dir: Path, started: fl
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, out_dir)
+    except OutputError:
+        raise
+    except OSError as exc:
+        raise output_error(out_dir, exc) from exc
+    except SafetensorError as exc:  # the weights' writer reports I/O errors (ENOSPC) this way
+        raise OutputError(f"cannot write {out_dir}: {exc}") from exc
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -29,9 +29,22 @@ class LetterTokenError(InputError):
     """An option letter is not exactly one token of the tokenizer."""
 
 
+class ModelLoadError(InputError):
+    """A model's weights or tokenizer cannot be read (truncated, corrupt); names the file."""
+
+
 class UnknownLayoutError(InputError):
     """The model class has no registered FFN layout."""
 
 
 class AttributionError(RuntimeError):
     """Attribution produced NaN / infinite scores or otherwise failed for a query."""
+
+
+class NonFiniteError(ArithmeticError):
+    """A probability or score is NaN or infinite; the message names the query and prompt (and
+    the file, when it was read from one)."""
+
+
+class OutputError(OSError):
+    """An output could not be written (a full disk, a quota...); the message names the file."""

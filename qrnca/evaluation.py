@@ -25,6 +25,7 @@ follow IEEE arithmetic (x / 0 = inf, 0 / 0 = NaN), written as `inf` / `NaN` in t
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -35,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from .datasets.render import derive_rng
-from .errors import InputError
+from .errors import InputError, NonFiniteError
 from .interventions import CLEAN, OPS, Edit, SharedPrefix
 from .io import read_jsonl, write_json, write_jsonl
 from . import methods
@@ -50,6 +51,12 @@ TABLE6_COLUMNS = ("dataset", "method", "op", "flip_rate", "n", "subset", "flip_r
                   "n_subset", "paper_flip_rate", "paper_upper_bound", "diff", "note")
 SETS = ("related", "unrelated")
 SETTINGS_FILE = "settings.json"
+#: Settings the evaluation records depend on (`settings.json`); `chunk_size` only changes how the
+#: rows are batched and `pcr_average` only how Tables 4 and Figs. 3/4 average them.
+RESULT_SETTINGS = ("unrelated_prompts", "unrelated_draws", "seed", "ops")
+#: Run statistics that depend on the machine or the chunk size: provenance, not settings.json.
+TIMING_STATS = ("seconds", "seconds_per_prompt")
+EXECUTION_STATS = ("single_token_passes",) + TIMING_STATS
 
 Neuron = tuple[int, int]
 
@@ -92,6 +99,11 @@ class EvaluationSettings:
         out["ops"] = list(self.ops)
         out["factors"] = {op: OPS[op] for op in self.ops}
         return out
+
+    def result_dict(self) -> dict:
+        """The settings the records depend on (`RESULT_SETTINGS`), with the factors."""
+        full = self.as_dict()
+        return {**{k: full[k] for k in RESULT_SETTINGS}, "factors": full["factors"]}
 
 
 # --------------------------------------------------------------------------------------------
@@ -239,28 +251,55 @@ def evaluate(model, tokenizer, queries: Sequence[Mapping],
     return EvaluationRun(ordered, stats)
 
 
+def check_finite(records: Iterable[Mapping], source: str = "evaluation") -> None:
+    """Raise `NonFiniteError` at the first record whose p0 or p1 is NaN or infinite, naming the
+    query, the prompt and the intervention (a NaN would otherwise become an empty PCR cell)."""
+    for row, record in enumerate(records, start=1):
+        for key in ("p0", "p1"):
+            value = record.get(key, 0.0)
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise NonFiniteError(
+                    f"{source}, record {row}: {key} = {value!r} for query {record.get('id')!r} "
+                    f"({record.get('op')}, {record.get('set')} prompt {record.get('prompt_index')} "
+                    f"of query {record.get('prompt_id')!r})")
+
+
 def write_evaluation(directory: str | os.PathLike, run: EvaluationRun,
                      settings: EvaluationSettings, extra: Mapping | None = None) -> list[Path]:
     """Write `{directory}/{method}.jsonl` per method and `{directory}/settings.json` (the
-    decisions, the run statistics and `extra` provenance), each atomically."""
+    settings the records depend on, the run statistics that do not depend on the machine or the
+    chunk size, and `extra`), each atomically. A non-finite probability is an error
+    (`check_finite`) and nothing is written."""
     directory = Path(directory)
+    for method, records in run.records.items():
+        check_finite(records, f"method {method}")
     paths = []
     for method, records in run.records.items():
         path = directory / f"{method}.jsonl"
         write_jsonl(path, records)
         paths.append(path)
+    stats = {k: v for k, v in run.stats.items() if k not in EXECUTION_STATS}
     write_json(directory / SETTINGS_FILE,
-               {"settings": settings.as_dict(), "stats": run.stats, **dict(extra or {})})
+               {"settings": settings.result_dict(), "stats": stats, **dict(extra or {})})
     return paths
 
 
-def read_evaluation(path: str | os.PathLike) -> pd.DataFrame:
+def read_evaluation(path: str | os.PathLike, query_ids: Sequence[str] | None = None
+                    ) -> pd.DataFrame:
     """An evaluation file as a DataFrame (one row per record; a method that does not apply is
-    one row whose `not_applicable` column holds the reason, see `not_applicable_of`)."""
+    one row whose `not_applicable` column holds the reason, see `not_applicable_of`). A NaN or
+    infinite probability is an error naming the file and the query; with `query_ids`, the
+    records must hold exactly those queries (`qrnca.consistency.check_query_ids`)."""
+    from .consistency import check_query_ids
+
     records = read_jsonl(path)
     if not records:
         raise InputError(f"{path}: no evaluation records")
-    methods.not_applicable_reason(records, str(path))  # all or none
+    if methods.not_applicable_reason(records, str(path)) is None:  # all or none
+        check_finite(records, str(path))
+        if query_ids is not None:
+            check_query_ids(list(dict.fromkeys(r.get("id") for r in records)), query_ids, path,
+                            what="evaluation records")
     return pd.DataFrame.from_records(records)
 
 
@@ -272,14 +311,18 @@ def not_applicable_of(frame: pd.DataFrame) -> str | None:
 
 
 def read_results(paths: Sequence[str | os.PathLike], datasets: Sequence[str],
-                 methods: Sequence[str]) -> dict[tuple[str, str], pd.DataFrame]:
+                 methods: Sequence[str],
+                 query_ids: Mapping[str, Sequence[str]] | None = None
+                 ) -> dict[tuple[str, str], pd.DataFrame]:
     """{(dataset, method): records} from evaluation files listed dataset-major, method-minor
-    (the order of the workflow's `evaluation_files`), the input of `table4` / `table6`."""
+    (the order of the workflow's `evaluation_files`), the input of `table4` / `table6`; with
+    `query_ids` ({dataset: ids}), each file must hold exactly its dataset's queries."""
     pairs = [(d, m) for d in datasets for m in methods]
     if len(paths) != len(pairs):
         raise InputError(f"expected {len(pairs)} evaluation files ({len(datasets)} datasets x "
                          f"{len(methods)} methods), got {len(paths)}")
-    return {pair: read_evaluation(path) for pair, path in zip(pairs, paths)}
+    return {(d, m): read_evaluation(path, None if query_ids is None else query_ids[d])
+            for (d, m), path in zip(pairs, paths)}
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,14 +3,14 @@
 One figure per (dataset, op): for each group, two bars — the change of the gold-letter
 probability on the group's own prompts (related) and on the control prompts of other groups
 (unrelated) when the group's queries' neurons are boosted or suppressed. The input is
-`qrnca.evaluation.pcr_summary(records, by=("group",))`. Rendering uses the Agg backend; every
-file is written to a temporary file with the same suffix and moved into place with `os.replace`.
+`qrnca.evaluation.pcr_summary(records, by=("group",))`. Drawn on a `matplotlib.figure.Figure`
+(Agg, no pyplot state) and written by `qrnca.plots.save_figure`, like every other figure:
+atomically, at the config's dpi, without creation dates.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 import textwrap
 from pathlib import Path
 from typing import Sequence
@@ -19,11 +19,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from .errors import InputError  # noqa: E402
+from .plots import DEFAULT_DPI, save_figure  # noqa: E402
 
 OP_TITLES = {"boost": "Boosting", "suppress": "Suppressing"}
 SET_LABELS = {"related": "related prompts", "unrelated": "unrelated prompts"}
@@ -51,10 +52,21 @@ def group_change_frame(by_group: pd.DataFrame, op: str,
 def plot_group_changes(by_group: pd.DataFrame, op: str, title: str | None = None,
                        groups: Sequence[str] | None = None):
     """A matplotlib Figure of related vs unrelated probability change per group for `op`."""
-    data = group_change_frame(by_group, op, groups)
+    with _style():
+        return _draw(group_change_frame(by_group, op, groups), op, title)
+
+
+def _style():
+    """The figures' seaborn style, as a context (the global theme is left alone)."""
+    style = sns.axes_style("whitegrid")
+    context = sns.plotting_context("paper")
+    return matplotlib.rc_context({**style, **context})
+
+
+def _draw(data: pd.DataFrame, op: str, title: str | None) -> Figure:
     n_groups = data["group"].nunique()
-    sns.set_theme(style="whitegrid", context="paper")
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * n_groups + 1.5), 3.2))
+    fig = Figure(figsize=(max(4.0, 0.9 * n_groups + 1.5), 3.2))
+    ax = fig.subplots()
     sns.barplot(data=data, x="group", y="change", hue="set", palette=PALETTE, ax=ax,
                 hue_order=list(PALETTE))
     ax.axhline(0, color="black", linewidth=0.8)
@@ -75,39 +87,10 @@ def plot_group_changes(by_group: pd.DataFrame, op: str, title: str | None = None
     return fig
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def save_figure(fig, paths: Sequence[str | os.PathLike]) -> list[Path]:
-    """Save `fig` to each path (format from its suffix) atomically, then close it: each file is
-    drawn into a temporary file with the same suffix in the target directory and moved into place
-    with `os.replace`, so a failed render never leaves a partial figure."""
-    out = []
-    try:
-        for path in paths:
-            path = Path(path)
-            if not path.suffix:
-                raise InputError(f"figure path {path} has no suffix to name its format")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-            os.close(fd)
-            try:
-                os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; honour the umask instead
-                fig.savefig(tmp, dpi=200, bbox_inches="tight")
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-            out.append(path)
-    finally:
-        plt.close(fig)
-    return out
-
-
 def save_group_changes(by_group: pd.DataFrame, op: str, paths: Sequence[str | os.PathLike],
-                       title: str | None = None, groups: Sequence[str] | None = None) -> list[Path]:
-    """Figure 3 / 4 for one (dataset, op), written to every path in `paths` (e.g. .pdf and .png)."""
-    return save_figure(plot_group_changes(by_group, op, title, groups), paths)
+                       title: str | None = None, groups: Sequence[str] | None = None,
+                       dpi: int = DEFAULT_DPI) -> list[Path]:
+    """Figure 3 / 4 for one (dataset, op), written to every path in `paths` (e.g. .pdf and .png)
+    by `qrnca.plots.save_figure`."""
+    with _style():
+        return save_figure(plot_group_changes(by_group, op, title, groups), paths, dpi=dpi)

@@ -2,7 +2,9 @@
 
 Outputs are written to a temporary file in the destination directory and moved into place with
 `os.replace`, so a killed job never leaves a half-written result that Snakemake could mistake for
-a finished one.
+a finished one. A write that fails (a full disk, a quota, a read-only folder) raises
+`OutputError` naming the destination, and leaves neither the temporary file nor a partial
+result. Every output gets the same permissions: 0666 less the umask (`OUTPUT_MODE`).
 """
 
 from __future__ import annotations
@@ -14,26 +16,44 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .errors import DatasetError
+from .errors import DatasetError, OutputError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+#: The permissions of every output file (folders: `DIR_MODE`).
+OUTPUT_MODE = 0o666 & ~_UMASK
+DIR_MODE = 0o777 & ~_UMASK
+
+
+def output_error(path: str | os.PathLike, exc: OSError) -> OutputError:
+    """An `OutputError` naming the file that could not be written and why (e.g. a full disk)."""
+    reason = exc.strerror or str(exc)
+    if exc.filename and os.fspath(exc.filename) != os.fspath(path):
+        reason += f" ({exc.filename})"
+    return OutputError(f"cannot write {path}: {reason}")
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it replaces `path`, on error it is removed."""
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temporary path beside `path` (ending in `suffix`); on success it replaces `path`,
+    on error it is removed. An OSError while writing (ENOSPC...) becomes `OutputError`
+    naming `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
-    tmp = Path(tmp)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
+        os.chmod(tmp, OUTPUT_MODE)  # mkstemp makes 0600; results are meant to be shared
         yield tmp
         os.replace(tmp, path)
+    except OutputError:
+        raise
+    except OSError as exc:
+        raise output_error(path, exc) from exc
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             tmp.unlink()
 
 
@@ -42,7 +62,7 @@ def share_permissions(path: str | os.PathLike) -> None:
     permissions of every other output: folders 0777 and files 0666, less the umask."""
     path = Path(path)
     for entry in [path, *path.rglob("*")]:
-        os.chmod(entry, (0o777 if entry.is_dir() else 0o666) & ~_UMASK)
+        os.chmod(entry, DIR_MODE if entry.is_dir() else OUTPUT_MODE)
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ from typing import Mapping
 
 import torch
 
-from .errors import InputError, LetterTokenError
+from .errors import InputError, LetterTokenError, ModelLoadError
 
 LETTERS = ("A", "B", "C", "D")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
@@ -43,17 +43,45 @@ def model_source(spec: Mapping) -> tuple[str, str | None]:
 
 
 def load_model(spec: Mapping, device: str | torch.device = "cpu", dtype: str | None = None):
-    """Load (model, tokenizer) for a model spec, in eval mode with gradients of weights disabled."""
+    """Load (model, tokenizer) for a model spec, in eval mode with gradients of weights disabled.
+    Weights or a tokenizer that cannot be read (a truncated download, a corrupt file) raise
+    `ModelLoadError` naming the file."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source, revision = model_source(spec)
     torch_dtype = resolve_dtype(dtype or spec.get("dtype", "float32"))
     kwargs = {"revision": revision} if revision else {}
-    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - whatever the library raises, name the files
+        raise ModelLoadError(f"model {spec.get('name')!r}: cannot load the tokenizer from "
+                             f"{source}: {exc}") from exc
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(f"model {spec.get('name')!r}: cannot load the weights "
+                             f"{_unreadable_weights(source) or 'from ' + source}: {exc}") from exc
     model.to(device).eval()
     model.requires_grad_(False)
     return model, tokenizer
+
+
+def _unreadable_weights(source: str) -> str | None:
+    """The first weight file of a local model directory that safetensors cannot read (a
+    truncated or corrupt file), else None."""
+    path = Path(source)
+    if not path.is_dir():
+        return None
+    from safetensors import safe_open
+
+    for weights in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(str(weights), framework="pt") as fh:
+                for key in fh.keys():
+                    fh.get_slice(key)
+        except Exception:  # noqa: BLE001 - any failure names this file
+            return str(weights)
+    return None
 
 
 def _single_id(tokenizer, text: str) -> int | None:

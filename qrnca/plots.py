@@ -1,10 +1,11 @@
 """Figures 2a, 2b and 5 of the QRNCA paper from the DataFrames of `qrnca.analysis`.
 
 Figures are drawn on `matplotlib.figure.Figure` objects (Agg canvas, no pyplot global state, so
-the library works headless and leaks no figures) under a fixed rc style, and saved atomically to
-every requested path: each format is written to a temporary file with the right suffix beside the
-target and moved into place with `os.replace`. PDF/SVG creation dates are dropped so the same
-inputs give the same bytes. The paper's reported values are drawn beside ours where they exist
+the library works headless and leaks no figures) under a fixed rc style, and saved by
+`save_figure`, the one figure writer of the package (Figs. 3/4 use it too): atomically to every
+requested path (a temporary file with the right suffix beside the target, moved into place, with
+the permissions of every other output), at the config's `analysis.figure_dpi`, and without
+creation dates, so the same inputs give the same bytes. The paper's reported values are drawn beside ours where they exist
 (overlap ranges in the Fig. 2a titles, peak layers shaded in Fig. 2b).
 """
 
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -27,20 +27,27 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from . import paper_values  # noqa: E402
 from .errors import InputError  # noqa: E402
+from .io import atomic_path  # noqa: E402
 
 FORMATS = {".pdf": "pdf", ".png": "png", ".svg": "svg"}
+#: Resolution of raster output (PNG, and rasterised parts of a PDF): the schema's default of
+#: `analysis.figure_dpi`.
+DEFAULT_DPI = 150
 STYLE = {
     "font.size": 9,
     "axes.titlesize": 10,
     "figure.dpi": 100,
-    "savefig.dpi": 200,
     "svg.hashsalt": "qrnca",
     "path.simplify": True,
 }
+#: Metadata that would differ between two runs (creation dates), dropped.
+_NO_DATES = {"pdf": {"CreationDate": None, "ModDate": None}, "svg": {"Date": None}}
 
 
-def save_figure(fig: Figure, outputs: Sequence[str | os.PathLike]) -> list[Path]:
-    """Write `fig` to every path in `outputs` (format from the suffix), each atomically."""
+def save_figure(fig: Figure, outputs: Sequence[str | os.PathLike],
+                dpi: int = DEFAULT_DPI) -> list[Path]:
+    """Write `fig` to every path in `outputs` (format from the suffix: pdf, png, svg) at `dpi`,
+    each atomically and without creation dates: the same figure gives the same bytes."""
     paths = [Path(p) for p in outputs]
     if not paths:
         raise InputError("save_figure: no output paths given")
@@ -49,16 +56,9 @@ def save_figure(fig: Figure, outputs: Sequence[str | os.PathLike]) -> list[Path]
             raise InputError(f"{path}: unsupported figure format; use one of {sorted(FORMATS)}")
     for path in paths:
         fmt = FORMATS[path.suffix.lower()]
-        metadata = {"pdf": {"CreationDate": None, "ModDate": None}, "svg": {"Date": None}}.get(fmt)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-        os.close(fd)
-        try:
-            fig.savefig(tmp, format=fmt, metadata=metadata, bbox_inches="tight")
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_path(path, suffix=path.suffix) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=dpi, metadata=_NO_DATES.get(fmt),
+                        bbox_inches="tight")
     return paths
 
 
@@ -77,6 +77,7 @@ def fig2a_overlap(
     outputs: Sequence[str | os.PathLike],
     measure: str = "Jaccard",
     paper: Mapping[str, Mapping] | None = None,
+    dpi: int = DEFAULT_DPI,
 ) -> list[Path]:
     """Fig. 2a: one annotated heatmap per dataset of the group × group overlap matrix.
 
@@ -125,13 +126,14 @@ def fig2a_overlap(
                 a, b = paper[name]["highest_pair"]
                 title += f"\npaper: {lo:.2f}–{hi:.2f}, highest {a}–{b}"
             ax.set_title(title)
-        return save_figure(fig, outputs)
+        return save_figure(fig, outputs, dpi=dpi)
 
 
 def fig2b_layers(
     distributions: Mapping[str, pd.DataFrame],
     outputs: Sequence[str | os.PathLike],
     paper_peaks: bool | None = None,
+    dpi: int = DEFAULT_DPI,
 ) -> list[Path]:
     """Fig. 2b: QR neurons per layer, one bar panel per dataset (`analysis.layer_distribution`).
 
@@ -165,7 +167,7 @@ def fig2b_layers(
             ax.set_title(f"{name}: {int(dist['neurons'].sum())} QR neurons over {n_layers} layers")
             ax.legend(loc="upper left", frameon=False, fontsize=7)
         axes[-1].set_xlabel("layer")
-        return save_figure(fig, outputs)
+        return save_figure(fig, outputs, dpi=dpi)
 
 
 def zero_white_scale(grids) -> dict:
@@ -184,6 +186,7 @@ def fig5_heatmaps(
     outputs: Sequence[str | os.PathLike],
     ncols: int = 3,
     title: str | None = None,
+    dpi: int = DEFAULT_DPI,
 ) -> list[Path]:
     """Fig. 5: one layer × neuron-index heatmap of summed NA × ICA per group
     (`analysis.heatmap_grids`), layer 0 at the bottom, one shared colour scale so groups compare.
@@ -218,4 +221,4 @@ def fig5_heatmaps(
         fig.colorbar(mappable, ax=list(flat[: len(grids)]), shrink=0.8, label="summed NA × ICA")
         if title:
             fig.suptitle(title)
-        return save_figure(fig, outputs)
+        return save_figure(fig, outputs, dpi=dpi)

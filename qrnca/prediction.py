@@ -42,7 +42,7 @@ from torch import nn
 
 from . import paper_values
 from .analysis import group_neuron_sets
-from .errors import InputError
+from .errors import InputError, NonFiniteError
 from .interventions import shared_prefix_layers
 from .io import atomic_open, write_jsonl
 from .layouts import grid_shape, record_last_position
@@ -182,6 +182,9 @@ def neuron_based_predictions(model: nn.Module, tokenizer, queries: Sequence[Mapp
             recorded, path = _continuation_activations(
                 model, prompt_ids, getattr(out, "past_key_values", None), full_ids, pad_id)
             scores = _neuron_sums(recorded, indices[group], len(letters))
+            if not all(math.isfinite(v) for v in [*letter_probs, *scores]):
+                raise NonFiniteError(f"held-out query {qid!r}, prompt {k}: non-finite letter "
+                                     f"probabilities {letter_probs} or neuron scores {scores}")
             records.append({
                 "id": qid, "group": group, "prompt": k, "gold": gold, "n_neurons": n_neurons,
                 "neuron_scores": dict(zip(letters, scores)),

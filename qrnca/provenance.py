@@ -93,6 +93,12 @@ class HashCache:
         return digest
 
 
+def cache_dir(root: str | os.PathLike = ".") -> Path:
+    """Where `HashCache` keeps its entries: in Snakemake's own folder of the workdir, not among
+    the results (its entries hold absolute paths and mtimes, which differ between clones)."""
+    return Path(root) / ".snakemake" / "qrnca-sha256-cache"
+
+
 def _iter_dir_files(directory: Path) -> list[tuple[str, Path]]:
     files = []
     for dirpath, dirnames, filenames in os.walk(directory):
@@ -200,14 +206,29 @@ def model_provenance(model: Any, spec: Mapping | Any) -> dict:
     out = {"name": get("name"), "hf_id": hf_id, "revision": revision,
            "resolved_revision": resolved, "class": type(model).__name__}
     if path:
-        out["path"] = str(Path(path).resolve())
+        out["path"] = _rel(path, Path.cwd())
     elif config is not None and getattr(config, "_name_or_path", None):
         name_or_path = str(config._name_or_path)
         if Path(name_or_path).exists():
-            out["path"] = str(Path(name_or_path).resolve())
+            out["path"] = _rel(name_or_path, Path.cwd())
     dtype = getattr(model, "dtype", None)
     if dtype is not None:
         out["dtype"] = str(dtype).replace("torch.", "")
+    return out
+
+
+def model_identity(spec: Mapping, root: str | os.PathLike = ".") -> dict:
+    """What the weights a job loads are, without loading them: name, hub id, requested and
+    resolved revision (the local hub cache's snapshot), and for a local directory its path and
+    the sha256 over its files (`checksum`, through the shared `HashCache`, so a 7B directory is
+    read once). Two runs with equal identities used the same weights."""
+    hf_id, revision, path = spec.get("hf_id"), spec.get("revision"), spec.get("path")
+    out = {"name": spec.get("name"), "hf_id": hf_id, "revision": revision}
+    if path:
+        out["path"] = _rel(path, Path(root))
+        out["sha256"] = checksum(Path(path), HashCache(cache_dir(root)))["sha256"]
+    elif hf_id:
+        out["resolved_revision"] = _cached_commit(hf_id, revision) or revision
     return out
 
 
@@ -322,9 +343,20 @@ def record_path(output: str | os.PathLike, root: str | os.PathLike = ".",
     return root / provenance_dir / (rel + ".json")
 
 
+#: Inputs listed file by file only so that Snakemake sees in-place edits inside a local folder
+#: (rules/common.smk `local_files`); the folder's own entry (its sha256 over every file) covers
+#: them, so records do not repeat them.
+LISTED_FILES = frozenset({"raw_files", "model_files", "heldout_files"})
+#: Record fields that differ between two runs of the same job (results/provenance is compared
+#: without them, e.g. tests/result_comparison.py).
+TIMING_FIELDS = ("started", "finished", "wall_time_s", "timing")
+
+
 def _file_entries(files: Any, root: Path, cache: HashCache | None) -> list[dict]:
     out = []
     for name, path in _named_paths(files):
+        if name in LISTED_FILES:
+            continue
         p = Path(path)
         entry = {"path": _rel(p, root)}
         if name:
@@ -399,6 +431,7 @@ def build_record(outputs: Any, inputs: Any, rule: str, params: Any = None,
         "started": _iso(started) if started is not None else None,
         "finished": _iso(finished),
         "wall_time_s": round(finished - started, 3) if started is not None else None,
+        "timing": _jsonable(extra.pop("timing", None)),
         "extra": _jsonable(extra),
     }
     return record
@@ -434,7 +467,7 @@ def write_records(outputs: Any, inputs: Any, rule: str, params: Any = None,
     written atomically. A missing output is an error: the job claims to have made it.
     """
     root = Path(root)
-    cache = HashCache(root / provenance_dir / ".sha256-cache") if use_cache else None
+    cache = HashCache(cache_dir(root)) if use_cache else None
     record = build_record(outputs, inputs, rule, params, extra, started, wildcards=wildcards,
                           config=config, resources=resources, threads=threads, log=log,
                           root=root, cache=cache)
@@ -558,9 +591,21 @@ def lineage_flagged(nodes: list[dict]) -> bool:
 
 def format_lineage(nodes: list[dict]) -> str:
     """An indented tree: path, [rule], short sha256, status (with the current checksum when it
-    differs)."""
+    differs). The library files a job ran (inputs named `code`) are summed up in one line per
+    job unless one of them changed."""
     lines = []
-    for n in nodes:
+    k = 0
+    while k < len(nodes):
+        n = nodes[k]
+        if n["name"] == "code":
+            group = [n]
+            while (k + len(group) < len(nodes) and nodes[k + len(group)]["name"] == "code"
+                   and nodes[k + len(group)]["depth"] == n["depth"]):
+                group.append(nodes[k + len(group)])
+            if all(g["status"] == "ok" for g in group):
+                lines.append(f"{'  ' * n['depth']}code: {len(group)} library file(s)  ok")
+                k += len(group)
+                continue
         short = (n["sha256"] or "-")[:12]
         rule = f"[{n['rule']}]" if n["rule"] else "(no record)"
         status = n["status"]
@@ -568,6 +613,7 @@ def format_lineage(nodes: list[dict]) -> str:
             status += f" (now {(n['current_sha256'] or '-')[:12]})"
         more = " ^ see above" if n["repeat"] and n["rule"] else ""
         lines.append(f"{'  ' * n['depth']}{n['path']}  {rule}  {short}  {status}{more}")
+        k += 1
     bad = [n for n in nodes if n["status"] != "ok"]
     if bad:
         lines.append(f"FLAGGED: {len(bad)} file(s) changed or missing since they were used; "

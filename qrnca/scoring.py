@@ -20,13 +20,14 @@ and `accuracy.csv` (per setting, one row per group in first-seen order, then `AL
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Iterable, Mapping, Sequence
 
 import pandas as pd
 import torch
 
-from .errors import InputError, LetterTokenError
+from .errors import InputError, LetterTokenError, NonFiniteError
 from .io import atomic_open, write_jsonl
 from .models import ANSWER_TOKEN_MODES, LETTERS, PROMPT_FORMATS, PromptEncoding, letter_token_ids
 
@@ -103,6 +104,9 @@ def _prompt_keys(queries: Sequence[Mapping]) -> tuple[list[tuple], list[str]]:
 def _records(keys: Sequence[tuple], probs: torch.Tensor, letters: Sequence[str]) -> list[dict]:
     records = []
     for (qid, group, k, gold), row in zip(keys, probs.tolist()):
+        if not all(math.isfinite(p) for p in row):
+            raise NonFiniteError(f"query {qid!r}, prompt {k}: the model gives non-finite letter "
+                                 f"probabilities {dict(zip(letters, row))}")
         best = max(range(len(letters)), key=lambda j: (row[j], -j))
         records.append({"id": qid, "group": group, "prompt": k, "gold": gold,
                         "letter_probs": dict(zip(letters, row)), "predicted": letters[best]})

@@ -4,8 +4,14 @@ and the provenance record written when the job succeeds.
 A script is then only:
 
     with job(snakemake) as log:
+        used = snakemake.params.used                                 # what its results depend on
+        device = execution_setting(snakemake, "attribution.device")  # how it runs
         ...call the library...
         log.extra["model"] = ...   # anything provenance should hold beyond inputs and params
+
+Params carry exactly the config values a rule's results depend on (`qrnca.config_usage`), so
+Snakemake reruns a job when one of them changes. Execution settings (devices, batch and chunk
+sizes) are read from the config with `execution_setting`, so changing them reruns nothing.
 """
 
 from __future__ import annotations
@@ -15,6 +21,18 @@ import logging
 import sys
 import time
 from dataclasses import dataclass, field
+
+
+def execution_setting(snakemake, key: str, *, dataset: str | None = None):
+    """An execution setting (`qrnca.config_usage.EXECUTION_KEYS`) of this job, from the config;
+    a `datasets[].x` key is that of `dataset`, by default the job's dataset wildcard."""
+    from .config_usage import execution_value
+
+    wildcards = getattr(snakemake, "wildcards", None)
+    get = getattr(wildcards, "get", None)
+    return execution_value(snakemake.config, key,
+                           model=get("model") if get else None,
+                           dataset=dataset or (get("dataset") if get else None))
 
 
 @dataclass

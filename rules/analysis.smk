@@ -4,7 +4,9 @@
 rule fig2a:
     """Figure 2a: overlap between the QR-neuron sets of each pair of groups, per dataset."""
     input:
-        qrnca_files,
+        qrnca=qrnca_files,
+        datasets=[dataset_file(d) for d in DATASETS],
+        code=library("fig2a"),
     output:
         pdf=report(
             f"{RESULTS}/{{model}}/figures/fig2a_overlap.pdf",
@@ -18,8 +20,7 @@ rule fig2a:
     conda:
         "../envs/cpu.yaml"
     params:
-        datasets=list(DATASETS),
-        measure=config["analysis"]["overlap"],
+        used=used("fig2a"),
     script:
         "../workflow_scripts/fig2a.py"
 
@@ -34,6 +35,8 @@ rule fig2b:
             model=wc.model,
             dataset=DATASETS,
         ),
+        datasets=[dataset_file(d) for d in DATASETS],
+        code=library("fig2b"),
     output:
         pdf=report(
             f"{RESULTS}/{{model}}/figures/fig2b_layers.pdf",
@@ -47,7 +50,7 @@ rule fig2b:
     conda:
         "../envs/cpu.yaml"
     params:
-        datasets=list(DATASETS),
+        used=used("fig2b"),
     script:
         "../workflow_scripts/fig2b.py"
 
@@ -55,7 +58,8 @@ rule fig2b:
 rule fig5:
     """Figure 5: NA x ICA accumulated per group on the layer x neuron-index grid."""
     input:
-        f"{RESULTS}/{{model}}/{{dataset}}/neurons/cluster_scores.jsonl",
+        clusters=f"{RESULTS}/{{model}}/{{dataset}}/neurons/cluster_scores.jsonl",
+        code=library("fig5"),
     output:
         pdf=report(
             f"{RESULTS}/{{model}}/figures/fig5_heatmap_{{dataset}}.pdf",
@@ -68,7 +72,7 @@ rule fig5:
     conda:
         "../envs/cpu.yaml"
     params:
-        bins=config["analysis"]["heatmap_bins"],
+        used=used("fig5"),
     script:
         "../workflow_scripts/fig5.py"
 
@@ -77,7 +81,9 @@ rule table5_common_tokens:
     """Table 5: top vocabulary tokens of each common neuron's down-projection column."""
     input:
         model=model_input,
+        model_files=model_files,
         common=f"{RESULTS}/{{model}}/{{dataset}}/neurons/common.json",
+        code=library("table5"),
     output:
         table=report(
             f"{RESULTS}/{{model}}/tables/table5_common_tokens_{{dataset}}.csv",
@@ -94,9 +100,7 @@ rule table5_common_tokens:
         mem_mb=lambda wc, attempt: 32000 * attempt,
         runtime=lambda wc, attempt: 30 * attempt,
     params:
-        spec=lambda wc: model_spec(wc.model),
-        top_k=config["analysis"]["common_top_tokens"],
-        device=config["evaluation"]["device"] or config["attribution"]["device"],
+        used=used("table5_common_tokens"),
     script:
         "../workflow_scripts/table5.py"
 
@@ -105,8 +109,12 @@ rule predict_neurons:
     """Neuron-based vs prompt-based prediction on the held-out questions of each domain."""
     input:
         model=model_input,
+        model_files=model_files,
         raw=raw_input,
+        raw_files=raw_files,
         qrnca=f"{RESULTS}/{{model}}/{{dataset}}/neurons/qrnca.jsonl",
+        dataset=lambda wc: dataset_file(wc.dataset),
+        code=library("predict_neurons"),
     output:
         f"{RESULTS}/{{model}}/{{dataset}}/prediction.jsonl",
     log:
@@ -118,10 +126,7 @@ rule predict_neurons:
         mem_mb=lambda wc, attempt: 32000 * attempt,
         runtime=lambda wc, attempt: 60 * attempt,
     params:
-        spec=lambda wc: model_spec(wc.model),
-        dataset=lambda wc: dataset_spec(wc.dataset),
-        encoding=lambda wc: prompt_encoding(wc.model),
-        device=config["evaluation"]["device"] or config["attribution"]["device"],
+        used=used("predict_neurons"),
     script:
         "../workflow_scripts/predict_neurons.py"
 
@@ -129,12 +134,13 @@ rule predict_neurons:
 rule table7:
     """Table 7: neuron-based vs prompt-based accuracy per domain, beside the paper."""
     input:
-        lambda wc: expand(
+        predictions=lambda wc: expand(
             "{results}/{model}/{dataset}/prediction.jsonl",
             results=RESULTS,
             model=wc.model,
             dataset=mmlu_datasets(),
         ),
+        code=library("table7"),
     output:
         report(
             f"{RESULTS}/{{model}}/tables/table7_prediction.csv",
@@ -146,7 +152,7 @@ rule table7:
     conda:
         "../envs/cpu.yaml"
     params:
-        datasets=mmlu_datasets(),
+        used=used("table7"),
     script:
         "../workflow_scripts/table7.py"
 
@@ -188,6 +194,7 @@ rule paper_comparison:
             model=MODELS,
             dataset=DATASETS,
         ),
+        code=library("paper_comparison"),
     output:
         md=report(
             f"{RESULTS}/paper_comparison.md",
@@ -201,11 +208,6 @@ rule paper_comparison:
     conda:
         "../envs/cpu.yaml"
     params:
-        models=list(MODELS),
-        datasets=list(DATASETS),
-        dataset_sources={
-            name: {"source": d["source"], "released_file": d.get("released_file")}
-            for name, d in DATASETS.items()
-        },
+        used=used("paper_comparison"),
     script:
         "../workflow_scripts/paper_comparison.py"

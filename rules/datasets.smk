@@ -8,6 +8,8 @@ localrules:
 
 rule fetch_raw:
     """Download a pinned raw release (MMLU CSVs or mLAMA 1.1) and check every file's sha256."""
+    input:
+        code=library("fetch_raw"),
     output:
         directory("resources/raw/{source}"),
     log:
@@ -22,6 +24,8 @@ rule fetch_raw:
 
 rule fetch_released:
     """Download one of the paper's released datasets (qrneuron @ dd8142d), sha256-checked."""
+    input:
+        code=library("fetch_raw"),
     output:
         "resources/raw/released/{file}",
     log:
@@ -36,6 +40,8 @@ rule fetch_released:
 
 rule demo_world:
     """Write the demo's synthetic world in the raw MMLU CSV and mLAMA JSONL formats."""
+    input:
+        code=library("demo_world"),
     output:
         mmlu=directory(f"{RESULTS}/demo_world/mmlu"),
         mlama=directory(f"{RESULTS}/demo_world/mlama"),
@@ -45,7 +51,7 @@ rule demo_world:
     conda:
         "../envs/cpu.yaml"
     params:
-        seed=config.get("demo_world", {}).get("seed", 0),
+        used=used("demo_world"),
     script:
         "../workflow_scripts/demo_world.py"
 
@@ -54,6 +60,9 @@ rule build_dataset:
     """Turn a raw source into multiple-choice queries: 3 templates, gold letter per template."""
     input:
         raw=raw_input,
+        raw_files=raw_files,
+        instructions=instructions_input,
+        code=library("build_dataset"),
     output:
         f"{RESULTS}/datasets/{{dataset}}.jsonl",
     log:
@@ -61,6 +70,6 @@ rule build_dataset:
     conda:
         "../envs/cpu.yaml"
     params:
-        spec=lambda wc: dataset_spec(wc.dataset),
+        used=used("build_dataset"),
     script:
         "../workflow_scripts/build_dataset.py"

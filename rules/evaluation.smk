@@ -12,6 +12,8 @@ rule evaluate:
             results=RESULTS,
             method=METHODS,
         ),
+        model_files=model_files,
+        code=library("evaluate"),
     output:
         records=expand(
             "{results}/{{model}}/{{dataset}}/evaluation/{method}.jsonl",
@@ -28,11 +30,7 @@ rule evaluate:
         mem_mb=lambda wc, attempt: 32000 * attempt,
         runtime=lambda wc, attempt: 120 * attempt,
     params:
-        spec=lambda wc: model_spec(wc.model),
-        encoding=lambda wc: prompt_encoding(wc.model),
-        settings=config["evaluation"],
-        methods=METHODS,
-        device=config["evaluation"]["device"] or config["attribution"]["device"],
+        used=used("evaluate"),
     script:
         "../workflow_scripts/evaluate.py"
 
@@ -40,7 +38,9 @@ rule evaluate:
 rule table4:
     """Table 4: probability change ratio (PCR) per method and dataset, beside the paper."""
     input:
-        evaluation_files,
+        evaluation=evaluation_files,
+        datasets=[dataset_file(d) for d in DATASETS],
+        code=library("table4"),
     output:
         report(
             f"{RESULTS}/{{model}}/tables/table4_pcr.csv",
@@ -52,9 +52,7 @@ rule table4:
     conda:
         "../envs/cpu.yaml"
     params:
-        settings=config["evaluation"],
-        datasets=list(DATASETS),
-        methods=METHODS,
+        used=used("table4"),
     script:
         "../workflow_scripts/table4.py"
 
@@ -62,7 +60,9 @@ rule table4:
 rule table6:
     """Table 6: how often boosting / suppressing a query's neurons flips the predicted option."""
     input:
-        evaluation_files,
+        evaluation=evaluation_files,
+        datasets=[dataset_file(d) for d in DATASETS],
+        code=library("table6"),
     output:
         report(
             f"{RESULTS}/{{model}}/tables/table6_editing.csv",
@@ -74,8 +74,7 @@ rule table6:
     conda:
         "../envs/cpu.yaml"
     params:
-        datasets=list(DATASETS),
-        methods=METHODS,
+        used=used("table6"),
     script:
         "../workflow_scripts/table6.py"
 
@@ -83,7 +82,9 @@ rule table6:
 rule fig3:
     """Figures 3 / 4: related vs unrelated probability change per group, one operation."""
     input:
-        f"{RESULTS}/{{model}}/{{dataset}}/evaluation/qrnca.jsonl",
+        evaluation=f"{RESULTS}/{{model}}/{{dataset}}/evaluation/qrnca.jsonl",
+        dataset=lambda wc: dataset_file(wc.dataset),
+        code=library("fig3"),
     output:
         pdf=report(
             f"{RESULTS}/{{model}}/figures/fig3_{{op}}_{{dataset}}.pdf",
@@ -96,7 +97,6 @@ rule fig3:
     conda:
         "../envs/cpu.yaml"
     params:
-        settings=config["evaluation"],
-        dpi=config["analysis"]["figure_dpi"],
+        used=used("fig3"),
     script:
         "../workflow_scripts/fig3.py"

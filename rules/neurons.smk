@@ -4,7 +4,9 @@
 rule select_qrnca:
     """QRNCA (threshold, cluster, NA, ICA, common neurons, top-v) and its two ablations."""
     input:
-        attribution_shards,
+        shards=attribution_shards,
+        dataset=lambda wc: dataset_file(wc.dataset),
+        code=library("select_qrnca"),
     output:
         qrnca=f"{RESULTS}/{{model}}/{{dataset}}/neurons/qrnca.jsonl",
         no_ica=f"{RESULTS}/{{model}}/{{dataset}}/neurons/qrnca_no_ica.jsonl",
@@ -16,7 +18,7 @@ rule select_qrnca:
     conda:
         "../envs/cpu.yaml"
     params:
-        settings=config["selection"],
+        used=used("select_qrnca"),
     script:
         "../workflow_scripts/select_qrnca.py"
 
@@ -26,6 +28,8 @@ rule baseline_neurons:
     input:
         attribution=attribution_shards,
         qrnca=f"{RESULTS}/{{model}}/{{dataset}}/neurons/qrnca.jsonl",
+        dataset=lambda wc: dataset_file(wc.dataset),
+        code=library("baseline_neurons"),
     output:
         f"{RESULTS}/{{model}}/{{dataset}}/neurons/{{baseline}}.jsonl",
     log:
@@ -35,7 +39,7 @@ rule baseline_neurons:
     conda:
         "../envs/cpu.yaml"
     params:
-        settings=config["selection"],
+        used=used("baseline_neurons"),
     script:
         "../workflow_scripts/baseline_neurons.py"
 
@@ -43,11 +47,9 @@ rule baseline_neurons:
 rule table3:
     """Table 3: mean number of QR neurons per query, per domain and language, beside the paper."""
     input:
-        expand(
-            "{results}/{{model}}/{dataset}/neurons/qrnca.jsonl",
-            results=RESULTS,
-            dataset=DATASETS,
-        ),
+        qrnca=qrnca_files,
+        datasets=[dataset_file(d) for d in DATASETS],
+        code=library("table3"),
     output:
         report(
             f"{RESULTS}/{{model}}/tables/table3_qr_neurons.csv",
@@ -59,6 +61,6 @@ rule table3:
     conda:
         "../envs/cpu.yaml"
     params:
-        datasets=list(DATASETS),
+        used=used("table3"),
     script:
         "../workflow_scripts/table3.py"

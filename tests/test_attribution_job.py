@@ -2,12 +2,14 @@
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 import torch
 
 from qrnca.attribution import attribute_dataset, fast_ig, shard_queries
 from qrnca.attribution import job as job_module
+from qrnca.consistency import query_sha256
 from qrnca.errors import AttributionError, InputError
 from qrnca.models import PromptEncoding, letter_token_ids
 from qrnca.tiny_models import build_model, train_word_tokenizer
@@ -58,7 +60,9 @@ def test_record_format_and_values(setup, tmp_path):
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in records] == ["q0", "q1", "q2", "q3"]
     first = records[0]
-    assert list(first) == ["id", "group", "shape", "prompts", "activation", "logprob_increase"]
+    assert list(first) == ["id", "group", "shape", "prompts", "activation", "logprob_increase",
+                           "query_sha256"]
+    assert first["query_sha256"] == query_sha256(_queries()[0])
     assert first["shape"] == [2, 48] and first["group"] == "geo" and len(first["prompts"]) == 3
     # the stored neurons are exactly those >= 5% of the max, ranked, with the fast IG's values
     letters = letter_token_ids(tok, "bare")
@@ -129,23 +133,101 @@ def test_batching_queries_for_the_logprob_baseline_changes_no_byte(setup, tmp_pa
     assert b'"logprob_increase":{"neurons"' in one
 
 
-def test_resume_with_other_settings_is_refused(setup, tmp_path, monkeypatch):
-    real = job_module.attribute_prompts
+def _killed_after(setup, path, monkeypatch, query=2, **kw):
+    """Run until the `query`-th query's prompts, then die as a kill would: the partial file is
+    kept."""
+    real = job_module.attribute_prompts  # one call per query: its three prompts
     calls = []
 
-    def dying(*args, **kw):
+    def dying(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 2:
+        if len(calls) == query:
             raise RuntimeError("killed")
-        return real(*args, **kw)
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(job_module, "attribute_prompts", dying)
-    path = tmp_path / "s.jsonl"
     with pytest.raises(RuntimeError):
-        _run(setup, path)
+        _run(setup, path, batch_queries=1, **kw)
     monkeypatch.setattr(job_module, "attribute_prompts", real)
-    with pytest.raises(InputError, match="settings"):
-        _run(setup, path, steps=8)
+    assert Path(str(path) + ".partial").exists()
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"steps": 8}, "steps: 4 -> 8"),
+    ({"identity": {"dataset_sha256": "new", "model": "m"}}, "identity.dataset_sha256: 'old' -> 'new'"),
+    ({"identity": {"dataset_sha256": "old", "model": "m2"}}, "identity.model: 'm' -> 'm2'"),
+])
+def test_a_partial_from_something_else_is_discarded_with_the_reason(setup, tmp_path, monkeypatch,
+                                                                     caplog, change, named):
+    path = tmp_path / "s.jsonl"
+    _killed_after(setup, path, monkeypatch, identity={"dataset_sha256": "old", "model": "m"})
+    kw = {"identity": {"dataset_sha256": "old", "model": "m"}, **change}
+    with caplog.at_level(logging.WARNING):
+        _run(setup, path, **kw)
+    assert "discarding" in caplog.text and named in caplog.text
+    steps = kw.get("steps", 4)
+    assert path.read_bytes() == _run(setup, tmp_path / "clean.jsonl", steps=steps).read_bytes()
+
+
+def test_a_partial_of_an_earlier_dataset_is_not_resumed(setup, tmp_path, monkeypatch, caplog):
+    """The dataset was rebuilt with another seed (same ids, other gold letters) under a partial
+    file: none of the old records survive, whatever ids they carry."""
+    path = tmp_path / "s.jsonl"
+    old = _queries()
+    _killed_after(setup, path, monkeypatch, queries=old, identity={"dataset_sha256": "a"})
+    new = _queries()
+    for query in new:
+        query["answers"] = query["answers"][1:] + query["answers"][:1]
+    with caplog.at_level(logging.WARNING):
+        _run(setup, path, queries=new, identity={"dataset_sha256": "b"})
+    assert "identity.dataset_sha256: 'a' -> 'b'" in caplog.text
+    records = [json.loads(l) for l in path.read_text().splitlines()]
+    assert [r["query_sha256"] for r in records] == [query_sha256(q) for q in new]
+    assert path.read_bytes() == _run(setup, tmp_path / "clean.jsonl", queries=new).read_bytes()
+
+
+def test_a_partial_without_its_record_is_discarded(setup, tmp_path, monkeypatch, caplog):
+    path = tmp_path / "s.jsonl"
+    _killed_after(setup, path, monkeypatch)
+    Path(str(path) + ".partial.settings.json").unlink()
+    with caplog.at_level(logging.WARNING):
+        _run(setup, path)
+    assert "no readable record" in caplog.text
+    assert path.read_bytes() == _run(setup, tmp_path / "clean.jsonl").read_bytes()
+
+
+def test_max_rows_changes_only_float_rounding_never_the_neurons(setup, tmp_path):
+    """`attribution.max_rows` is an execution setting (it plans no rerun): a smaller batch of
+    IG rows changes float32 rounding in the last digits (the matmul kernels differ with the batch
+    size), never which neurons are stored, their order, or what QRNCA selects from them."""
+    from qrnca.selection import run_qrnca
+
+    def records(path):
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    whole = records(_run(setup, tmp_path / "whole.jsonl"))
+    for max_rows in (1, 3):
+        rows = records(_run(setup, tmp_path / f"rows{max_rows}.jsonl", max_rows=max_rows))
+        for a, b in zip(whole, rows):
+            assert a["id"] == b["id"] and a["activation"] == b["activation"]
+            for pa, pb in zip(a["prompts"], b["prompts"]):
+                assert pa["neurons"] == pb["neurons"]
+                assert pb["ig"] == pytest.approx(pa["ig"], rel=1e-4)
+                assert pb["p0"] == pytest.approx(pa["p0"], rel=1e-5)
+        for method in ("qrnca", "qrnca_no_ica", "qrnca_with_common"):
+            chosen = [(r["id"], r["neurons"]) for r in run_qrnca(rows).rows(method)]
+            assert chosen == [(r["id"], r["neurons"]) for r in run_qrnca(whole).rows(method)]
+
+
+def test_a_full_disk_names_the_file_and_leaves_no_result(setup, small_disk):
+    from qrnca.errors import OutputError
+
+    disk, _ = small_disk
+    many = [dict(q, id=f"{q['id']}-{k}") for k in range(8) for q in _queries()]
+    with pytest.raises(OutputError, match=r"cannot write .*s\.jsonl(\.partial)?: No space left"):
+        _run(setup, disk / "s.jsonl", queries=many, baseline_top_k=200, store_fraction=0.001)
+    assert not (disk / "s.jsonl").exists()
+    assert not [p for p in disk.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_nan_scores_raise_naming_the_query(setup, tmp_path, monkeypatch):

@@ -300,3 +300,62 @@ def test_each_edit_is_built_once_per_method_query_and_op(tiny, monkeypatch):
                       progress=False)
     assert len(built) == 2 * len(queries) * 2  # methods x queries x ops
     assert run.stats["rows"] == 2 * 2 * 6 * len(queries) + 12
+
+
+def test_chunk_size_is_an_execution_setting_that_changes_no_result(tiny, tmp_path):
+    """`evaluation.chunk_size` (rows per single-token pass) plans no rerun; it changes no
+    prediction and no probability beyond float32 rounding (the matmul kernels differ with the
+    batch size), and settings.json does not depend on it."""
+    model, tokenizer, queries = tiny
+    methods = {"qrnca": ev.neuron_sets(neuron_records(queries, lambda i: [[0, i], [1, 3]]),
+                                       queries)}
+    written, records = [], []
+    for chunk in (1, 5, 64):
+        settings = ev.EvaluationSettings(seed=3, chunk_size=chunk)
+        run = ev.evaluate(model, tokenizer, queries, methods, settings, progress=False)
+        out = tmp_path / f"chunk{chunk}"
+        ev.write_evaluation(out, run, settings, {"model": "tiny"})
+        written.append((out / "settings.json").read_bytes())
+        records.append(run.records["qrnca"])
+    assert written[0] == written[1] == written[2]
+    for other in records[:2]:
+        for a, b in zip(records[2], other):
+            assert {k: v for k, v in a.items() if k not in ("p0", "p1")} == {
+                k: v for k, v in b.items() if k not in ("p0", "p1")}
+            assert b["p0"] == pytest.approx(a["p0"], rel=1e-5)
+            assert b["p1"] == pytest.approx(a["p1"], rel=1e-5)
+    meta = json.loads(written[0])
+    assert "chunk_size" not in meta["settings"] and "pcr_average" not in meta["settings"]
+    assert not {"seconds", "seconds_per_prompt", "single_token_passes"} & set(meta["stats"])
+
+
+def test_a_non_finite_probability_is_refused_naming_query_and_prompt(tiny, tmp_path):
+    from qrnca.errors import NonFiniteError
+
+    model, tokenizer, queries = tiny
+    methods = {"qrnca": ev.neuron_sets(neuron_records(queries, lambda i: [[0, i]]), queries)}
+    settings = ev.EvaluationSettings()
+    run = ev.evaluate(model, tokenizer, queries, methods, settings, progress=False)
+    bad = run.records["qrnca"][7]
+    bad["p1"] = float("nan")
+    with pytest.raises(NonFiniteError, match=rf"p1 = nan for query '{bad['id']}'"):
+        ev.write_evaluation(tmp_path / "evaluation", run, settings)
+    assert not (tmp_path / "evaluation").exists()  # nothing written, not even settings.json
+    # a NaN already in a file is named with the file when read (Tables 4 / 6, Figs. 3 / 4)
+    from qrnca.io import write_jsonl
+
+    path = tmp_path / "qrnca.jsonl"
+    write_jsonl(path, run.records["qrnca"])
+    with pytest.raises(NonFiniteError, match=rf"{path}, record 8: p1 = nan"):
+        ev.read_evaluation(path)
+
+
+def test_evaluation_files_must_hold_exactly_the_datasets_queries(tmp_path):
+    from qrnca.io import write_jsonl
+
+    path = tmp_path / "qrnca.jsonl"
+    write_jsonl(path, [{"id": "q1", "p0": 0.5, "p1": 0.4}, {"id": "q3", "p0": 0.5, "p1": 0.4}])
+    with pytest.raises(InputError, match=r"qrnca.jsonl: evaluation records do not match the "
+                                         r"dataset \(missing 1 of 2 queries: 'q2'; 1 queries "
+                                         r"not in the dataset: 'q3'\)"):
+        ev.read_evaluation(path, ["q1", "q2"])

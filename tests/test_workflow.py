@@ -6,74 +6,18 @@ later rule unchanged) feeds every test here; tests that change files work on cop
 
 from __future__ import annotations
 
-import csv
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from demo_workflow import (DATASETS, DEMO, MODEL, REPO, copy_workflow, job_counts, read_csv,
+                           snakemake)
 from slurm_stub_helpers import flag_value, rule_of, run_with_slurm_stubs
 
-REPO = Path(__file__).resolve().parents[1]
-WORKFLOW_FILES = ["Snakefile", "rules", "config", "workflow_scripts", "report", "envs", "slurm"]
-MODEL = "demo-tiny"
-DATASETS = ["demo-domain", "demo-language"]
-DEMO = ["--configfile", "config/demo.yaml"]
-
 pytestmark = pytest.mark.slow
-
-
-def copy_workflow(dest: Path) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in WORKFLOW_FILES:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, dest / name)
-    return dest
-
-
-def snakemake(workdir: Path, *args: str, timeout: float = 1500) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, text=True,
-                          capture_output=True, timeout=timeout)
-
-
-def job_counts(output: str) -> dict[str, int]:
-    """The 'Job stats' table of a (dry) run: {rule: count}."""
-    counts = {}
-    block = output.split("Job stats:", 1)[1] if "Job stats:" in output else ""
-    for line in block.splitlines()[3:]:
-        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-        if not m:
-            break
-        if m.group(1) != "total":
-            counts[m.group(1)] = int(m.group(2))
-    return counts
-
-
-def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
-@pytest.fixture(scope="session")
-def demo(tmp_path_factory) -> Path:
-    work = copy_workflow(tmp_path_factory.mktemp("demo"))
-    run = snakemake(work, *DEMO, "--cores", "2")
-    assert run.returncode == 0, run.stderr[-6000:]
-    return work
-
-
-@pytest.fixture
-def demo_copy(demo, tmp_path) -> Path:
-    """A copy of the finished demo (mtimes and Snakemake metadata kept) for tests that change it."""
-    dest = tmp_path / "copy"
-    shutil.copytree(demo, dest, symlinks=True)
-    return dest
 
 
 def test_demo_builds_every_table_and_figure(demo):
@@ -166,6 +110,10 @@ def test_list_changes_and_summary(demo):
 def test_report_holds_every_table_and_figure(demo):
     run = snakemake(demo, *DEMO, "--report", "report.zip", timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
+    # captions are valid reStructuredText: docutils reports nothing (e.g. "(ERROR/3)")
+    output = run.stdout + run.stderr
+    assert not re.search(r"\((ERROR|WARNING|SEVERE)/\d\)", output), output[-3000:]
+    assert "ERROR" not in output and "WARNING" not in output, output[-3000:]
     import zipfile
 
     names = "\n".join(zipfile.ZipFile(demo / "report.zip").namelist())
@@ -206,7 +154,8 @@ def test_gpu_and_cpu_rules_through_the_real_slurm_plugin(demo_copy, tmp_path):
         (demo_copy / rel).unlink()
     run = run_with_slurm_stubs(demo_copy, [*DEMO, "--jobs", "2", accuracy, layers],
                                env={"QRNCA_SLURM_ACCOUNT": "testacct", "QRNCA_SLURM_PARTITION": "cpu",
-                                    "QRNCA_SLURM_GPU_PARTITION": "gpu"},
+                                    "QRNCA_SLURM_GPU_PARTITION": "gpu",
+                                    "PYTHONPATH": str(demo_copy)},
                                timeout=900, state_dir=tmp_path / "slurm_state")
     assert run.result.returncode == 0, run.output()[-5000:]
     by_rule = {rule_of(argv): argv for argv in run.sbatch}

@@ -2,33 +2,40 @@
 
 from qrnca.attribution.job import attribute_dataset
 from qrnca.attribution.logprob import read_ranges
+from qrnca.datasets.queries import read_dataset
 from qrnca.device import resolve_device
-from qrnca.io import read_jsonl
+from qrnca.job_params import encoding, model_spec
 from qrnca.models import PromptEncoding, load_model
-from qrnca.provenance import model_provenance
-from qrnca.workflow import job
+from qrnca.provenance import checksum, model_identity, model_provenance
+from qrnca.workflow import execution_setting, job
 
 with job(snakemake) as log:
-    spec, s = snakemake.params.spec, snakemake.params.settings
-    device = resolve_device(s["device"])
-    model, tokenizer = load_model(spec, device=device, dtype=s["dtype"])
+    used, name = snakemake.params.used, snakemake.wildcards.model
+    spec = model_spec(used, name)
+    queries = read_dataset(snakemake.input.dataset)  # a bad dataset fails before any GPU work
+    identity = {"dataset_sha256": checksum(snakemake.input.dataset)["sha256"],
+                "model": model_identity(spec)}
+    device = resolve_device(execution_setting(snakemake, "attribution.device"))
+    model, tokenizer = load_model(spec, device=device)
     shard = (int(snakemake.wildcards.shard), int(snakemake.wildcards.n))
     attribute_dataset(
         model,
         tokenizer,
-        read_jsonl(snakemake.input.dataset),
+        queries,
         snakemake.output[0],
-        steps=s["steps"],
-        ig_grid=s["ig_grid"],
-        encoding=PromptEncoding.of(snakemake.params.encoding),
-        store_fraction=s["store_fraction"],
-        baseline_top_k=s["baseline_top_k"],
+        steps=used["attribution.steps"],
+        ig_grid=used["attribution.ig_grid"],
+        encoding=PromptEncoding.of(encoding(used)),
+        store_fraction=used["attribution.store_fraction"],
+        baseline_top_k=used["attribution.baseline_top_k"],
         shard=shard,
-        method=s["method"],
-        max_rows=s["max_rows"],
-        logprob=snakemake.params.logprob,
-        ranges=read_ranges(snakemake.input.ranges, model) if snakemake.params.logprob else None,
-        batch_queries=s["batch_queries"],
+        method=used["attribution.method"],
+        max_rows=execution_setting(snakemake, "attribution.max_rows"),
+        logprob=used["methods"],
+        ranges=read_ranges(snakemake.input.ranges, model) if used["methods"] else None,
+        batch_queries=execution_setting(snakemake, "attribution.batch_queries"),
+        identity=identity,
     )
     log.extra["model"] = model_provenance(model, spec)
+    log.extra["identity"] = identity
     log.extra["device"] = {"device": str(device), "dtype": str(model.dtype)}

@@ -1,20 +1,20 @@
 """One baseline's neurons per query, as many as QRNCA found for that query."""
 
 from qrnca.baselines import baseline_rows
+from qrnca.consistency import check_records, read_attribution_shards
+from qrnca.datasets.queries import read_dataset
 from qrnca.io import read_jsonl, write_jsonl
 from qrnca.workflow import job
 
 with job(snakemake) as log:
-    s = snakemake.params.settings
-    records = [r for path in snakemake.input.attribution for r in read_jsonl(path)]
-    rows = baseline_rows(
-        records,
-        snakemake.wildcards.baseline,
-        read_jsonl(snakemake.input.qrnca),
-        seed=s["random_seed"],
-        t=s["threshold"],
-        kn_share=s["kn_share"],
-        kn_match_count=s["kn_match_count"],
-    )
+    used, baseline = snakemake.params.used, snakemake.wildcards.baseline
+    queries = read_dataset(snakemake.input.dataset)
+    records = read_attribution_shards(snakemake.input.attribution, queries)
+    qrnca = read_jsonl(snakemake.input.qrnca)
+    check_records(qrnca, queries, snakemake.input.qrnca, what="QRNCA neurons")
+    names = {"selection.random_seed": "seed", "selection.threshold": "t",
+             "selection.kn_share": "kn_share", "selection.kn_match_count": "kn_match_count"}
+    settings = {names[key]: value for key, value in used.items()}  # this baseline's only
+    rows = baseline_rows(records, baseline, qrnca, **settings)
     write_jsonl(snakemake.output[0], rows)
-    log.info("%s: %d queries", snakemake.wildcards.baseline, len(rows))
+    log.info("%s: %d queries", baseline, len(rows))

@@ -7,5 +7,6 @@ from qrnca.workflow import job
 
 with job(snakemake) as log:
     root = Path(snakemake.output.mmlu).parent
-    written = write_demo_world(root, seed=snakemake.params.seed)
+    seed = snakemake.params.used["demo_world.seed"]
+    written = write_demo_world(root, seed=0 if seed is None else seed)
     log.info("wrote %d files under %s", len(written), root)

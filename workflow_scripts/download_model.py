@@ -5,6 +5,9 @@ from qrnca.models import download_model
 from qrnca.workflow import job
 
 with job(snakemake) as log:
-    record = download_model(snakemake.params.spec)
+    used = snakemake.params.used
+    record = download_model({"name": snakemake.wildcards.model,
+                             "hf_id": used["models[].hf_id"],
+                             "revision": used["models[].revision"]})
     write_json(snakemake.output[0], record)
     log.info("cached %s", record)

@@ -2,24 +2,29 @@
 
 from pathlib import Path
 
+from qrnca.datasets.queries import read_dataset
 from qrnca.device import resolve_device
-from qrnca.evaluation import EvaluationSettings, evaluate, neuron_sets, write_evaluation
+from qrnca.evaluation import (TIMING_STATS, EvaluationSettings, evaluate, neuron_sets,
+                              write_evaluation)
 from qrnca.io import read_jsonl
+from qrnca.job_params import encoding, model_spec
 from qrnca.methods import not_applicable_reason
 from qrnca.models import PromptEncoding, load_model
 from qrnca.provenance import model_provenance
-from qrnca.workflow import job
+from qrnca.workflow import execution_setting, job
 
 with job(snakemake) as log:
-    spec = snakemake.params.spec
-    options = {k: v for k, v in snakemake.params.settings.items() if k != "device"}
-    settings = EvaluationSettings.from_config(options)
-    encoding = PromptEncoding.of(snakemake.params.encoding)
-    device = resolve_device(snakemake.params.device)
-    model, tokenizer = load_model(spec, device=device)
-    queries = read_jsonl(snakemake.input.dataset)
+    used, methods = snakemake.params.used, snakemake.params.used["methods"]
+    spec = model_spec(used, snakemake.wildcards.model)
+    settings = EvaluationSettings(
+        unrelated_prompts=used["evaluation.unrelated_prompts"],
+        unrelated_draws=used["evaluation.unrelated_draws"],
+        seed=used["evaluation.seed"],
+        chunk_size=execution_setting(snakemake, "evaluation.chunk_size"),
+    )
+    queries = read_dataset(snakemake.input.dataset)
     neurons, skipped = {}, {}
-    for method, path in zip(snakemake.params.methods, snakemake.input.neurons):
+    for method, path in zip(methods, snakemake.input.neurons):
         rows = read_jsonl(path)
         reason = not_applicable_reason(rows, path)
         if reason:
@@ -27,12 +32,13 @@ with job(snakemake) as log:
             log.info("%s does not apply to this model: %s", method, reason)
         else:
             neurons[method] = neuron_sets(rows, queries, source=path)
-    run = evaluate(model, tokenizer, queries, neurons, settings, encoding, skipped)
-    extra = {
-        "model": model_provenance(model, spec),
-        "device": str(device),
-        "encoding": encoding.as_dict(),
-    }
+    enc = PromptEncoding.of(encoding(used))
+    device = resolve_device(execution_setting(snakemake, "evaluation.device"))
+    model, tokenizer = load_model(spec, device=device)
+    run = evaluate(model, tokenizer, queries, neurons, settings, enc, skipped)
+    extra = {"model": model_provenance(model, spec), "encoding": enc.as_dict()}
     write_evaluation(Path(snakemake.output.settings).parent, run, settings, extra=extra)
     log.info("evaluation stats: %s", run.stats)
-    log.extra.update(extra, stats=run.stats)
+    stats = {k: v for k, v in run.stats.items() if k not in TIMING_STATS}
+    log.extra.update(extra, device=str(device), stats=stats,
+                     timing={k: run.stats[k] for k in TIMING_STATS if k in run.stats})

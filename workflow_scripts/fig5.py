@@ -6,6 +6,8 @@ from qrnca.plots import fig5_heatmaps
 from qrnca.workflow import job
 
 with job(snakemake):
-    grids = heatmap_grids(read_jsonl(snakemake.input[0]), n_bins=snakemake.params.bins)
+    used = snakemake.params.used
+    grids = heatmap_grids(read_jsonl(snakemake.input.clusters), n_bins=used["analysis.heatmap_bins"])
     fig5_heatmaps(grids, [snakemake.output.pdf, snakemake.output.png],
-                  title=f"{snakemake.wildcards.model} / {snakemake.wildcards.dataset}")
+                  title=f"{snakemake.wildcards.model} / {snakemake.wildcards.dataset}",
+                  dpi=used["analysis.figure_dpi"])

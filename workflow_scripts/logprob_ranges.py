@@ -3,14 +3,15 @@ model, read by every attribution job)."""
 
 from qrnca.attribution.logprob import direction_ranges, logprob_applicability, write_ranges
 from qrnca.device import resolve_device
+from qrnca.job_params import model_spec
 from qrnca.models import load_model
 from qrnca.provenance import model_provenance
-from qrnca.workflow import job
+from qrnca.workflow import execution_setting, job
 
 with job(snakemake) as log:
-    spec = snakemake.params.spec
-    device = resolve_device(snakemake.params.device)
-    model, _ = load_model(spec, device=device, dtype=snakemake.params.dtype)
+    spec = model_spec(snakemake.params.used, snakemake.wildcards.model)
+    device = resolve_device(execution_setting(snakemake, "attribution.device"))
+    model, _ = load_model(spec, device=device)
     reason = logprob_applicability(model)
     if reason:
         log.info("the log-probability increase does not apply: %s", reason)

@@ -8,10 +8,11 @@ from qrnca.paper_comparison import paper_comparison, write_csv, write_markdown
 from qrnca.workflow import job
 
 with job(snakemake) as log:
+    used = snakemake.params.used
     names = ("table3", "table4", "table6", "table7", "fig2a")
-    datasets = list(snakemake.params.datasets)
+    datasets = list(used["datasets[].name"])
     model_tables, claim_tables = {}, {}
-    for k, model in enumerate(snakemake.params.models):
+    for k, model in enumerate(used["models[].name"]):
         model_tables[model] = {
             name: pd.read_csv(snakemake.input[name][k])
             for name in names
@@ -29,8 +30,10 @@ with job(snakemake) as log:
         }
     comparison = paper_comparison(model_tables)
     kinds = {
-        name: paper_claims.dataset_kind(spec)
-        for name, spec in snakemake.params.dataset_sources.items()
+        name: paper_claims.dataset_kind({"source": source, "released_file": released})
+        for name, source, released in zip(
+            datasets, used["datasets[].source"], used["datasets[].released_file"]
+        )
     }
     claims = paper_claims.evaluate_claims(claim_tables, kinds)
     write_markdown(comparison, snakemake.output.md, appendix=paper_claims.markdown(claims))

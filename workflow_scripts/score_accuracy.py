@@ -1,21 +1,24 @@
 """Prompt-based accuracy of a model on one dataset (per group and overall)."""
 
+from qrnca.datasets.queries import read_dataset
 from qrnca.device import resolve_device
-from qrnca.io import read_jsonl
+from qrnca.job_params import encoding, model_spec
 from qrnca.models import PromptEncoding, load_model
 from qrnca.provenance import model_provenance
 from qrnca.scoring import encoding_study, write_accuracy, write_scores
-from qrnca.workflow import job
+from qrnca.workflow import execution_setting, job
 
 with job(snakemake) as log:
-    spec = snakemake.params.spec
-    device = resolve_device(snakemake.params.device)
+    used = snakemake.params.used
+    spec = model_spec(used, snakemake.wildcards.model)
+    queries = read_dataset(snakemake.input.dataset)
+    device = resolve_device(execution_setting(snakemake, "attribution.device"))
     model, tokenizer = load_model(spec, device=device)
     scores, table = encoding_study(
         model,
         tokenizer,
-        read_jsonl(snakemake.input.dataset),
-        used=PromptEncoding.of(snakemake.params.encoding),
+        queries,
+        used=PromptEncoding.of(encoding(used)),
         device=device,
     )
     write_scores(snakemake.output.scores, scores)

@@ -1,13 +1,17 @@
 """QRNCA and its two ablations from the stored attributions of one model x dataset."""
 
-from qrnca.io import read_jsonl, write_json, write_jsonl
+from qrnca.consistency import read_attribution_shards
+from qrnca.datasets.queries import read_dataset
+from qrnca.io import write_json, write_jsonl
 from qrnca.selection import run_qrnca
 from qrnca.workflow import job
 
 with job(snakemake) as log:
-    s = snakemake.params.settings
-    records = [r for path in snakemake.input for r in read_jsonl(path)]
-    run = run_qrnca(records, t=s["threshold"], u=s["common_share"], top_v=s["top_v"])
+    used = snakemake.params.used
+    queries = read_dataset(snakemake.input.dataset)
+    records = read_attribution_shards(snakemake.input.shards, queries)
+    run = run_qrnca(records, t=used["selection.threshold"], u=used["selection.common_share"],
+                    top_v=used["selection.top_v"])
     out = snakemake.output
     write_jsonl(out.qrnca, run.rows("qrnca"))
     write_jsonl(out.no_ica, run.rows("qrnca_no_ica"))

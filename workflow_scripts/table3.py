@@ -3,13 +3,19 @@
 import pandas as pd
 
 from qrnca.analysis import table3
+from qrnca.consistency import check_records
+from qrnca.datasets.queries import read_dataset
 from qrnca.io import atomic_open, read_jsonl
 from qrnca.workflow import job
 
 with job(snakemake) as log:
     frames = []
-    for dataset, path in zip(snakemake.params.datasets, snakemake.input):
-        frame = table3(read_jsonl(path))
+    inputs = zip(snakemake.params.used["datasets[].name"], snakemake.input.qrnca,
+                 snakemake.input.datasets)
+    for dataset, path, dataset_path in inputs:
+        rows = read_jsonl(path)
+        check_records(rows, read_dataset(dataset_path), path, what="QRNCA neurons")
+        frame = table3(rows)
         frame.insert(0, "dataset", dataset)
         frames.append(frame)
     table = pd.concat(frames, ignore_index=True)

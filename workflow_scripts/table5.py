@@ -3,18 +3,21 @@
 import json
 
 from qrnca.device import resolve_device
+from qrnca.job_params import model_spec
 from qrnca.layouts import grid_shape
 from qrnca.models import load_model
 from qrnca.provenance import model_provenance
 from qrnca.vocab_projection import summarize, table5, write_summary, write_table5
-from qrnca.workflow import job
+from qrnca.workflow import execution_setting, job
 
 with job(snakemake) as log:
-    spec = snakemake.params.spec
-    model, tokenizer = load_model(spec, device=resolve_device(snakemake.params.device))
+    used = snakemake.params.used
+    spec = model_spec(used, snakemake.wildcards.model)
+    device = resolve_device(execution_setting(snakemake, "evaluation.device"))
+    model, tokenizer = load_model(spec, device=device)
     with open(snakemake.input.common, encoding="utf-8") as fh:
         common = json.load(fh)
-    table = table5(model, tokenizer, common, top_k=snakemake.params.top_k,
+    table = table5(model, tokenizer, common, top_k=used["analysis.common_top_tokens"],
                    source=snakemake.input.common)
     summary = summarize(table, grid_shape(model)[0], clusters=common.get("clusters"))
     write_table5(snakemake.output.table, table)

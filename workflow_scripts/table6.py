@@ -1,13 +1,16 @@
 """Table 6: editing flip rates per dataset, method and operation, with the paper's rates."""
 
+from qrnca.datasets.queries import read_dataset
 from qrnca.evaluation import read_results, table6
 from qrnca.io import atomic_open
 from qrnca.workflow import job
 
 with job(snakemake) as log:
-    results = read_results(
-        list(snakemake.input), snakemake.params.datasets, snakemake.params.methods
-    )
+    used = snakemake.params.used
+    datasets = used["datasets[].name"]
+    ids = {name: [q["id"] for q in read_dataset(path)]
+           for name, path in zip(datasets, snakemake.input.datasets)}
+    results = read_results(list(snakemake.input.evaluation), datasets, used["methods"], ids)
     table = table6(results)
     with atomic_open(snakemake.output[0]) as fh:
         table.to_csv(fh, index=False)

@@ -7,9 +7,12 @@ from qrnca.prediction import table7, write_table7
 from qrnca.workflow import job
 
 with job(snakemake) as log:
+    used = snakemake.params.used
+    mmlu = [name for name, source in zip(used["datasets[].name"], used["datasets[].source"])
+            if source == "mmlu"]
     tables = [
         table7(read_jsonl(path), dataset=dataset)
-        for dataset, path in zip(snakemake.params.datasets, snakemake.input)
+        for dataset, path in zip(mmlu, snakemake.input.predictions)
     ]
     table = pd.concat(tables, ignore_index=True)
     write_table7(snakemake.output[0], table)

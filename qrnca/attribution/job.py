@@ -4,15 +4,20 @@ Output: the "Attribution" records of docs/formats.md, one finished query per lin
 appends each finished query to `out_path + ".partial"` and flushes and fsyncs it, so a killed job
 keeps what it finished; a rerun reads the finished ids (dropping a truncated last line) and
 computes only the rest. When every query of the shard is done, the lines are put in shard order
-and written atomically to `out_path`, and the partial file is removed. The settings the partial
-file was made with are kept beside it (`.partial.settings.json`); resuming with other settings is
-an error rather than a silent mix.
+and written atomically to `out_path`, and the partial file is removed. What the partial file was
+made from -- the settings, and the caller's `identity` (the workflow passes the dataset file's
+sha256 and the model's identity: id, revision, weights) -- is kept beside it
+(`.partial.settings.json`); when a rerun finds anything changed, the partial file is discarded
+with a warning naming what changed, never mixed with new records. Every record carries the
+`query_sha256` of the dataset line it was computed from, so readers can check it belongs to the
+dataset they hold (`qrnca.consistency.read_attribution_shards`).
 
 Shard (i, n) holds the queries whose position in the given list is ≡ i (mod n).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -24,8 +29,9 @@ import torch
 from torch import nn
 
 from .. import layouts
+from ..consistency import query_sha256, shard_queries
 from ..errors import AttributionError, InputError
-from ..io import dumps_line, write_json, write_jsonl
+from ..io import dumps_line, output_error, write_json, write_jsonl
 from ..methods import not_applicable
 from ..models import PromptEncoding
 from .common import PromptAttribution, log
@@ -59,17 +65,6 @@ def attribute_prompts(model: nn.Module, input_ids: Sequence[torch.Tensor],
                              max_rows=max_rows)
     return [attribute_prompt(model, ids, target, steps=steps, ig_grid=ig_grid, method=method)
             for ids, target in zip(input_ids, target_ids)]
-
-
-def shard_queries(queries: Sequence[Mapping], shard: tuple[int, int]) -> list[Mapping]:
-    """The queries of shard (i, n): those at list positions p with p % n == i."""
-    try:
-        index, count = (int(v) for v in shard)
-    except (TypeError, ValueError):
-        raise InputError(f"shard must be a pair (i, n), got {shard!r}") from None
-    if count < 1 or not 0 <= index < count:
-        raise InputError(f"shard ({index}, {count}) is impossible: need n >= 1 and 0 <= i < n")
-    return [q for p, q in enumerate(queries) if p % count == index]
 
 
 def _check_query(query: Mapping, letters: Mapping[str, int]) -> None:
@@ -210,6 +205,46 @@ def attribute_query(model: nn.Module, tokenizer, query: Mapping, letters: Mappin
     return next(iter(attribute_queries(model, tokenizer, [query], letters, **settings)))
 
 
+def _changes(previous, current, prefix: str = "") -> list[str]:
+    """What differs between two settings dicts, key by key (for the warning)."""
+    if not isinstance(previous, Mapping) or not isinstance(current, Mapping):
+        return [f"{prefix or 'settings'}: {previous!r} -> {current!r}"]
+    out = []
+    for key in sorted(set(previous) | set(current), key=str):
+        a, b = previous.get(key), current.get(key)
+        if a != b:
+            name = f"{prefix}.{key}" if prefix else str(key)
+            out += (_changes(a, b, name) if isinstance(a, Mapping) and isinstance(b, Mapping)
+                    else [f"{name}: {a!r} -> {b!r}"])
+    return out
+
+
+def _discard_if_changed(partial: Path, settings_path: Path, settings: Mapping) -> None:
+    """Remove `partial` (and its sidecar), with a warning saying why, unless its sidecar says
+    it was made from exactly `settings` (the dataset, the model and the settings)."""
+    try:
+        previous = json.loads(settings_path.read_text("utf-8"))
+    except (OSError, ValueError):
+        previous = None
+    if previous == settings:
+        return
+    why = ("no readable record of what it was made from" if previous is None
+           else "; ".join(_changes(previous, settings)))
+    log.warning("%s: discarding the finished queries of an earlier run, which was made from "
+                "something else (%s); starting the shard again", partial, why)
+    partial.unlink()
+    settings_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _naming(path: Path):
+    """Turn an OSError while writing `path` (a full disk...) into one that names it."""
+    try:
+        yield
+    except OSError as exc:
+        raise output_error(path, exc) from exc
+
+
 def _read_partial(partial: Path) -> list[dict]:
     """Finished records of a partial file. A trailing piece without its newline is a write cut
     short by a kill: it is dropped and cut from the file so that appending continues cleanly.
@@ -243,7 +278,7 @@ def attribute_dataset(model: nn.Module, tokenizer, queries: Sequence[Mapping], o
                       shard: tuple[int, int] = (0, 1), method: str = "fast",
                       max_rows: int | None = None, logprob: bool = True,
                       ranges: torch.Tensor | None = None, batch_queries: int = 8,
-                      progress: bool = True) -> Path:
+                      progress: bool = True, identity: Mapping | None = None) -> Path:
     """Attribute every query of shard `shard` and write `out_path` (docs/formats.md,
     "Attribution"). Resumable through `out_path + ".partial"` (see the module docstring).
 
@@ -285,16 +320,15 @@ def attribute_dataset(model: nn.Module, tokenizer, queries: Sequence[Mapping], o
     settings = {"steps": steps, "ig_grid": ig_grid, **encoding.as_dict(),
                 "store_fraction": store_fraction, "baseline_top_k": baseline_top_k,
                 "shard": list(shard), "method": effective, "shape": list(layouts.grid_shape(model)),
-                "logprob": bool(logprob)}
+                "logprob": bool(logprob), **({"identity": dict(identity)} if identity else {})}
+    settings = json.loads(json.dumps(settings))  # as it reads back from the sidecar
+    digests = {q["id"]: query_sha256(q) for q in mine}
     partial = Path(str(out_path) + ".partial")
     settings_path = Path(str(out_path) + ".partial.settings.json")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     if partial.exists():
-        previous = json.loads(settings_path.read_text("utf-8")) if settings_path.exists() else None
-        if previous != settings:
-            raise InputError(f"{partial} was written with settings {previous}, not {settings}; "
-                             "delete it (and its .settings.json) to start the shard again")
-    else:
+        _discard_if_changed(partial, settings_path, settings)
+    if not partial.exists():
         write_json(settings_path, settings)
     finished = _read_partial(partial)
     stray = [r["id"] for r in finished if r["id"] not in order]
@@ -310,7 +344,7 @@ def attribute_dataset(model: nn.Module, tokenizer, queries: Sequence[Mapping], o
         ranges = direction_ranges(model)
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), disable=not progress,
                desc=f"attribution {out_path.name}", unit="query")
-    with open(partial, "a", encoding="utf-8") as fh:
+    with _naming(partial), open(partial, "a", encoding="utf-8") as fh:
         for start in range(0, len(todo), batch_queries):
             batch = todo[start:start + batch_queries]
             for record in attribute_queries(
@@ -318,6 +352,7 @@ def attribute_dataset(model: nn.Module, tokenizer, queries: Sequence[Mapping], o
                     method=effective, store_fraction=store_fraction,
                     baseline_top_k=int(baseline_top_k), max_rows=max_rows, encoding=encoding,
                     logprob=logprob, ranges=ranges):
+                record["query_sha256"] = digests[record["id"]]
                 fh.write(dumps_line(record))
                 fh.flush()
                 os.fsync(fh.fileno())

@@ -13,7 +13,7 @@ from .from_config import build_from_spec
 from .instructions import MLAMA_TEMPLATES, MMLU_TEMPLATES, mlama_templates
 from .mlama import PAPER_LANGUAGES, PAPER_RELATIONS, build_mlama
 from .mmlu import PAPER_SUBJECTS, build_mmlu
-from .queries import validate_queries, write_dataset
+from .queries import read_dataset, validate_queries, write_dataset
 from .released import convert_released
 from .render import LETTERS, PromptTemplate, derive_rng, parse_options, render_prompt
 
@@ -32,6 +32,7 @@ __all__ = [
     "derive_rng",
     "mlama_templates",
     "parse_options",
+    "read_dataset",
     "render_prompt",
     "validate_queries",
     "write_dataset",

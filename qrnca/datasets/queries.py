@@ -11,7 +11,7 @@ import os
 from typing import Iterable, Sequence
 
 from ..errors import DatasetError
-from ..io import write_jsonl
+from ..io import read_jsonl_numbered, write_jsonl
 from .render import LETTERS
 
 FIELDS = ("id", "group", "relation", "fact", "prompts", "answers", "options", "gold", "source")
@@ -85,8 +85,35 @@ def validate_queries(queries: Sequence[dict]) -> None:
 def write_dataset(path: str | os.PathLike, queries: Iterable[dict]) -> int:
     """Validate `queries`, then write them atomically as JSON lines; return how many were written.
 
-    Nothing is written (and an existing file is left untouched) if validation fails.
+    Nothing is written (and an existing file is left untouched) if validation fails or there
+    are no queries (an empty dataset would give empty attributions and an accuracy of 0).
     """
     queries = list(queries)
+    if not queries:
+        raise DatasetError("no queries: check the dataset's groups / languages / relations and "
+                           "its limit", file=path)
     validate_queries(queries)
     return write_jsonl(path, queries)
+
+
+def read_dataset(path: str | os.PathLike) -> list[dict]:
+    """The queries of a dataset file, checked against the contract before any work is done on
+    them: every query valid (`validate_query`), ids unique, at least one query. A failure raises
+    `DatasetError` naming the file and line."""
+    numbered = read_jsonl_numbered(path)
+    if not numbered:
+        raise DatasetError("no queries (an empty dataset)", file=path)
+    seen: dict[str, int] = {}
+    queries = []
+    for index, (line, query) in enumerate(numbered):
+        try:
+            validate_query(query, index)
+        except DatasetError as exc:
+            raise DatasetError(str(exc), file=path, row=line) from None
+        qid = query["id"]
+        if qid in seen:
+            raise DatasetError(f"duplicate query id {qid!r} (first on row {seen[qid]})",
+                               file=path, row=line)
+        seen[qid] = line
+        queries.append(query)
+    return queries
