@@ -3,14 +3,13 @@
 One figure per (dataset, op): for each group, two bars — the change of the gold-letter
 probability on the group's own prompts (related) and on the control prompts of other groups
 (unrelated) when the group's queries' neurons are boosted or suppressed. The input is
-`qrnca.evaluation.pcr_summary(records, by=("group",))`. Rendering uses the Agg backend; every
-file is written to a temporary file with the same suffix and moved into place with `os.replace`.
+`qrnca.evaluation.pcr_summary(records, by=("group",))`. Rendering uses the Agg backend; files are
+written by `qrnca.plots.save_figure` (atomically, without creation dates).
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 import textwrap
 from pathlib import Path
 from typing import Sequence
@@ -24,6 +23,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from .errors import InputError  # noqa: E402
+from .plots import save_figure  # noqa: E402
 
 OP_TITLES = {"boost": "Boosting", "suppress": "Suppressing"}
 SET_LABELS = {"related": "related prompts", "unrelated": "unrelated prompts"}
@@ -75,39 +75,12 @@ def plot_group_changes(by_group: pd.DataFrame, op: str, title: str | None = None
     return fig
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def save_figure(fig, paths: Sequence[str | os.PathLike]) -> list[Path]:
-    """Save `fig` to each path (format from its suffix) atomically, then close it: each file is
-    drawn into a temporary file with the same suffix in the target directory and moved into place
-    with `os.replace`, so a failed render never leaves a partial figure."""
-    out = []
-    try:
-        for path in paths:
-            path = Path(path)
-            if not path.suffix:
-                raise InputError(f"figure path {path} has no suffix to name its format")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-            os.close(fd)
-            try:
-                os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; honour the umask instead
-                fig.savefig(tmp, dpi=200, bbox_inches="tight")
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-            out.append(path)
-    finally:
-        plt.close(fig)
-    return out
-
-
 def save_group_changes(by_group: pd.DataFrame, op: str, paths: Sequence[str | os.PathLike],
                        title: str | None = None, groups: Sequence[str] | None = None) -> list[Path]:
-    """Figure 3 / 4 for one (dataset, op), written to every path in `paths` (e.g. .pdf and .png)."""
-    return save_figure(plot_group_changes(by_group, op, title, groups), paths)
+    """Figure 3 / 4 for one (dataset, op), written to every path in `paths` (e.g. .pdf and .png)
+    by `qrnca.plots.save_figure`."""
+    fig = plot_group_changes(by_group, op, title, groups)
+    try:
+        return save_figure(fig, paths, dpi=200)
+    finally:
+        plt.close(fig)

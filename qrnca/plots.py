@@ -39,14 +39,18 @@ STYLE = {
 }
 
 
-def save_figure(fig: Figure, outputs: Sequence[str | os.PathLike]) -> list[Path]:
-    """Write `fig` to every path in `outputs` (format from the suffix), each atomically."""
+def save_figure(fig: Figure, outputs: Sequence[str | os.PathLike],
+                dpi: float | None = None) -> list[Path]:
+    """Write `fig` to every path in `outputs` (format from the suffix), each atomically, without
+    creation dates (the same figure gives the same bytes) and with the umask's permissions.
+    `dpi`: raster resolution (default: the savefig.dpi in effect)."""
     paths = [Path(p) for p in outputs]
     if not paths:
         raise InputError("save_figure: no output paths given")
     for path in paths:
         if path.suffix.lower() not in FORMATS:
             raise InputError(f"{path}: unsupported figure format; use one of {sorted(FORMATS)}")
+    mode = 0o666 & ~_umask()  # mkstemp makes 0600; a figure is as readable as any other output
     for path in paths:
         fmt = FORMATS[path.suffix.lower()]
         metadata = {"pdf": {"CreationDate": None, "ModDate": None}, "svg": {"Date": None}}.get(fmt)
@@ -54,12 +58,20 @@ def save_figure(fig: Figure, outputs: Sequence[str | os.PathLike]) -> list[Path]
         fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
         os.close(fd)
         try:
-            fig.savefig(tmp, format=fmt, metadata=metadata, bbox_inches="tight")
+            os.chmod(tmp, mode)
+            fig.savefig(tmp, format=fmt, metadata=metadata, bbox_inches="tight",
+                        **({"dpi": dpi} if dpi else {}))
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
     return paths
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _grid(n: int, ncols: int) -> tuple[int, int]:
