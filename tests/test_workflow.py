@@ -1,7 +1,8 @@
 """The demo DAG end to end through the real Snakemake CLI, and the ways users rerun and audit it.
 
-One session-scoped run of the whole demo (a synthetic world, a tiny Llama trained on CPU, every
-later rule unchanged) feeds every test here; tests that change files work on copies of it.
+One session-scoped run of the whole demo (conftest.py `demo`: a synthetic world, a tiny Llama
+trained on CPU, every later rule unchanged) feeds every test here; tests that change files work on
+copies of it.
 """
 
 from __future__ import annotations
@@ -15,57 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from demo_workflow import DATASETS, DEMO, MODEL, copy_workflow, job_counts, snakemake
 from slurm_stub_helpers import flag_value, rule_of, run_with_slurm_stubs
 
-REPO = Path(__file__).resolve().parents[1]
-WORKFLOW_FILES = ["Snakefile", "rules", "config", "workflow_scripts", "report", "envs", "slurm"]
-MODEL = "demo-tiny"
-DATASETS = ["demo-domain", "demo-language"]
-DEMO = ["--configfile", "config/demo.yaml"]
-
 pytestmark = pytest.mark.slow
-
-
-def copy_workflow(dest: Path) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in WORKFLOW_FILES:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, dest / name)
-    return dest
-
-
-def snakemake(workdir: Path, *args: str, timeout: float = 1500) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, text=True,
-                          capture_output=True, timeout=timeout)
-
-
-def job_counts(output: str) -> dict[str, int]:
-    """The 'Job stats' table of a (dry) run: {rule: count}."""
-    counts = {}
-    block = output.split("Job stats:", 1)[1] if "Job stats:" in output else ""
-    for line in block.splitlines()[3:]:
-        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-        if not m:
-            break
-        if m.group(1) != "total":
-            counts[m.group(1)] = int(m.group(2))
-    return counts
 
 
 def read_csv(path: Path) -> list[dict]:
     with open(path, newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
-
-
-@pytest.fixture(scope="session")
-def demo(tmp_path_factory) -> Path:
-    work = copy_workflow(tmp_path_factory.mktemp("demo"))
-    run = snakemake(work, *DEMO, "--cores", "2")
-    assert run.returncode == 0, run.stderr[-6000:]
-    return work
 
 
 @pytest.fixture
