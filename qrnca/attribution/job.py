@@ -3,7 +3,10 @@
 Output: the "Attribution" records of docs/formats.md, one finished query per line. The job
 appends each finished query to `out_path + ".partial"` and flushes and fsyncs it, so a killed job
 keeps what it finished; a rerun reads the finished ids (dropping a truncated last line) and
-computes only the rest. When every query of the shard is done, the lines are put in shard order
+computes only the rest, in the same batches as an uninterrupted run (the batched log-probability
+increase rounds differently in other company: a batch that a kill cut short is computed again in
+full and only its unfinished queries are written). When every query of the shard is done, the
+lines are put in shard order
 and written atomically to `out_path`, and the partial file is removed. The settings the partial
 file was made with are kept beside it (`.partial.settings.json`); resuming with other settings is
 an error rather than a silent mix.
@@ -250,7 +253,8 @@ def attribute_dataset(model: nn.Module, tokenizer, queries: Sequence[Mapping], o
     `method="fast"` uses the exact last-token staircase and falls back, with a logged warning, to
     the reference algorithm for families it does not support; `method="reference"` always uses
     the released algorithm. `logprob`: also compute the log-probability increase baseline, for
-    `batch_queries` queries at a time (an execution setting: the records do not depend on it; a
+    `batch_queries` queries at a time (an execution setting: the records depend on it only in
+    float rounding, and a resumed job uses the same batches, so it writes the same bytes; a
     killed job loses at most one batch), with the model's `direction_ranges` (given, e.g. read
     from the file the workflow computes once per model, or computed here). The model is put in eval mode with weight gradients
     disabled. Returns `out_path`.
@@ -311,13 +315,19 @@ def attribute_dataset(model: nn.Module, tokenizer, queries: Sequence[Mapping], o
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), disable=not progress,
                desc=f"attribution {out_path.name}", unit="query")
     with open(partial, "a", encoding="utf-8") as fh:
-        for start in range(0, len(todo), batch_queries):
-            batch = todo[start:start + batch_queries]
+        # fixed slices of the shard, whatever was finished before: an interrupted and an
+        # uninterrupted run compute each query in the same batch, so to the same bits
+        for start in range(0, len(mine), batch_queries):
+            batch = mine[start:start + batch_queries]
+            if all(q["id"] in done for q in batch):
+                continue
             for record in attribute_queries(
                     model, tokenizer, batch, letters, steps=steps, ig_grid=ig_grid,
                     method=effective, store_fraction=store_fraction,
                     baseline_top_k=int(baseline_top_k), max_rows=max_rows, encoding=encoding,
                     logprob=logprob, ranges=ranges):
+                if record["id"] in done:
+                    continue
                 fh.write(dumps_line(record))
                 fh.flush()
                 os.fsync(fh.fileno())
