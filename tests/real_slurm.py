@@ -154,6 +154,9 @@ JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=task=1
 JobAcctGatherParams=OverMemoryKill
 KillWait=5
+# a step whose processes outlive the kill signals this long drains the node ("Kill task failed");
+# killing a step once took over the default 60 s on these loaded VMs
+UnkillableStepTimeout=300
 # finished jobs stay visible to squeue/scontrol for 5 minutes
 MinJobAge=300
 AccountingStorageType=accounting_storage/slurmdbd

@@ -8,8 +8,9 @@ Three workflows run on the cluster at once:
 - the whole demo through the profile (with the GPU rules' memory lowered for this small node);
   every job is checked in `sacct` against the resources Snakemake printed for it, and the results
   equal the local demo run's (conftest.py `demo`). One attribution job is cancelled (scancel) and
-  another one's job step killed (SIGKILL to step .0), each once it has finished a query; both are
-  resubmitted (`retries: 1`, attempt 2) and resume their shard from its .partial file;
+  another one's rule process killed on the node (SIGKILL, as by the OOM killer), each once it has
+  finished a query; both are resubmitted (`retries: 1`, attempt 2) and resume their shard from
+  its .partial file;
 - a tiny workflow exceeds its memory (killed by SLURM) and its time limit (TIMEOUT); both jobs
   are resubmitted with the doubled values their rules ask for on attempt 2;
 - one GPU rule with QRNCA_SLURM_GRES (clusters that take only --gres).
@@ -21,10 +22,12 @@ without root (CI must not set it).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -32,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 
 from demo_workflow import DATASETS, DEMO, MODEL, copy_workflow, job_counts
 from real_slurm import (ACCOUNT, CPU_PARTITION, GPU_PARTITION, GPU_TYPE, Cluster,
@@ -86,8 +90,8 @@ def small_node_profile(dest: Path, mem_mb: int = GPU_MEM_MB) -> Path:
 @dataclass
 class Interruption:
     """Interrupt the running attribution job of one shard as soon as its .partial file holds a
-    finished query: `scancel` the job (kind "cancel") or SIGKILL its job step .0, where the rule
-    runs (kind "kill_step")."""
+    finished query: `scancel` the job (kind "cancel"), or SIGKILL the rule's own process in job
+    step .0 on the node, as the kernel's OOM killer would (kind "kill_process")."""
 
     dataset: str
     shard: int
@@ -125,10 +129,18 @@ class Interruption:
                 return
         partial = workdir / self.partial
         self.lines_done = partial.read_bytes().count(b"\n") if partial.exists() else 0
-        if self.lines_done >= 1:
-            cluster.run("scancel", *([self.job_id] if self.kind == "cancel"
-                                     else ["--signal=KILL", f"{self.job_id}.0"]))
+        if self.lines_done < 1:
+            return
+        if self.kind == "cancel":
+            cluster.run("scancel", self.job_id)
             self.fired = True
+            return
+        for line in cluster.run("scontrol", "listpids", f"{self.job_id}.0").splitlines()[1:]:
+            pid = int(line.split()[0])
+            with contextlib.suppress(OSError):  # a pid that has already gone
+                if b"attribute.py" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    os.kill(pid, signal.SIGKILL)  # the script python the rule's step started
+                    self.fired = True
 
 
 @dataclass
@@ -301,7 +313,7 @@ def cluster_runs(cluster, demo, tmp_path_factory) -> dict[str, ClusterRun]:
         "demo": ClusterRun(copy_workflow(root / "demo"), [*DEMO],
                            profile=small_node_profile(root / "profile"),
                            interruptions=(Interruption(DATASETS[0], 0, "cancel"),
-                                          Interruption(DATASETS[1], 0, "kill_step"))),
+                                          Interruption(DATASETS[1], 0, "kill_process"))),
     }
     run_on_cluster(cluster, list(runs.values()))
     for name, run in runs.items():  # shown with -s or when a test fails
@@ -370,8 +382,9 @@ def test_gpu_rules_get_a_gpu_and_every_job_its_configured_memory_and_time(cluste
         else:
             assert res["slurm_partition"] == CPU_PARTITION and res["mem_mb"] == "4000", (rule, res)
             assert "gres/gpu" not in job["AllocTRES"], job
-    assert gpu_rules == {"attribute", "evaluate", "score_accuracy", "predict_neurons",
-                         "table5_common_tokens"}
+    profile_gpu_rules = set(yaml.safe_load((PROFILE / "config.yaml").read_text())["set-resources"])
+    assert gpu_rules == profile_gpu_rules & set(job_counts(run.output)), \
+        "the demo's jobs of every GPU rule in the profile, and only those, asked for a GPU"
 
 
 def without_run_fields(value, workdir: str):
