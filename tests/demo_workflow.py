@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+#: The real raw MMLU / mLAMA files beside the repository (tests that need them skip without).
+SHARED = Path(os.environ.get("QRNCA_SHARED_DATA") or REPO.parent / "shared" / "data")
 WORKFLOW_FILES = ["Snakefile", "rules", "config", "workflow_scripts", "report", "envs", "slurm",
                   "qrnca"]
 MODEL = "demo-tiny"

@@ -6,7 +6,9 @@ builds. `run_with_slurm_stubs` runs `snakemake --profile <profile>` in a directo
 `--wrap` command in the background and the stub `srun` just execs its command), and every stub
 call is recorded, so tests can assert on exact flags per rule.
 
-Used by tests/test_slurm_profile.py and by the workflow test that runs the demo through SLURM.
+Used by tests/test_slurm_profile.py and by the workflow test that runs the demo through SLURM;
+`profile_env`, `rule_from_comment` and `flag_value` also by the real-cluster tests
+(tests/test_slurm_real.py).
 """
 
 from __future__ import annotations
@@ -66,8 +68,15 @@ def rule_of(sbatch_argv: list[str]) -> str | None:
         elif a.startswith("--comment="):
             value = a.split("=", 1)[1]
         if value is not None and value.startswith("rule_"):
-            return value[len("rule_"):].split("_wildcards_", 1)[0]
+            return rule_from_comment(value)
     return None
+
+
+def rule_from_comment(comment: str) -> str | None:
+    """The rule name from a job comment the plugin wrote (`rule_<name>[_wildcards_<...>]`)."""
+    if not comment.startswith("rule_"):
+        return None
+    return comment[len("rule_"):].split("_wildcards_", 1)[0]
 
 
 def flag_value(argv: list[str], *names: str) -> str | None:
@@ -81,24 +90,30 @@ def flag_value(argv: list[str], *names: str) -> str | None:
     return None
 
 
-def stub_env(state_dir: Path, env: dict | None = None) -> dict:
-    """The environment for a stubbed run: stubs first on PATH, this venv's python next, no SLURM_*."""
+def profile_env(env: dict | None = None, path: list[str | os.PathLike] = ()) -> dict:
+    """This process's environment for a run of the profile: no SLURM_*/SBATCH_*/SRUN_* settings
+    and no site values from the caller's shell, `path` then this venv's bin first on PATH (the
+    jobs run with the same venv), DEFAULT_SITE_ENV, then `env` (a value of None removes)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_", "SRUN_"))}
     for k in ("QRNCA_SLURM_ACCOUNT", "QRNCA_SLURM_PARTITION", "QRNCA_SLURM_GPU_PARTITION",
               "QRNCA_GPU_MODEL", "QRNCA_SLURM_GRES"):
         base.pop(k, None)  # the caller's shell must not leak site values into a test
     base.update(DEFAULT_SITE_ENV)
-    base["STUB_SLURM_ACCOUNTS"] = DEFAULT_SITE_ENV["QRNCA_SLURM_ACCOUNT"]
-    base["PATH"] = os.pathsep.join([str(STUBS), str(Path(sys.executable).parent), base.get("PATH", "")])
-    base["STUB_SLURM_DIR"] = str(state_dir)
-    base["STUB_SLURM_LOG"] = str(state_dir / "calls.jsonl")
-    if env:
-        for k, v in env.items():
-            if v is None:
-                base.pop(k, None)
-            else:
-                base[k] = v
+    base["PATH"] = os.pathsep.join([*map(str, path), str(Path(sys.executable).parent),
+                                    base.get("PATH", "")])
+    for k, v in (env or {}).items():
+        if v is None:
+            base.pop(k, None)
+        else:
+            base[k] = v
     return base
+
+
+def stub_env(state_dir: Path, env: dict | None = None) -> dict:
+    """The environment for a stubbed run: profile_env with the stubs first on PATH."""
+    stub = {"STUB_SLURM_ACCOUNTS": DEFAULT_SITE_ENV["QRNCA_SLURM_ACCOUNT"],
+            "STUB_SLURM_DIR": str(state_dir), "STUB_SLURM_LOG": str(state_dir / "calls.jsonl")}
+    return profile_env({**stub, **(env or {})}, path=[STUBS])
 
 
 def _kill_leftover_jobs(state_dir: Path) -> None:

@@ -121,10 +121,41 @@ def test_resume_after_a_kill_recomputes_only_unfinished(setup, tmp_path, monkeyp
         return real(model, input_ids, target_ids, **kw)
 
     monkeypatch.setattr(job_module, "attribute_prompts", counted)
-    _run(setup, path)
+    _run(setup, path, batch_queries=2)
     assert counting == [3, 3]  # two queries x three prompts, nothing else recomputed
     assert path.read_bytes() == reference
     assert not partial.exists()
+
+
+def test_resume_inside_a_batch_writes_what_an_uninterrupted_run_does(setup, tmp_path,
+                                                                    monkeypatch):
+    """A job killed after q0 and resumed with batches of two computes q1 in the company (q1, q2)
+    instead of (q0, q1): the log-probability increase of a query does not depend on its company,
+    so the shard is byte-identical to an uninterrupted run."""
+    reference = _run(setup, tmp_path / "clean.jsonl", batch_queries=2).read_bytes()
+    real_prompts, calls = job_module.attribute_prompts, []  # one call per query
+
+    def dying(model, input_ids, target_ids, **kw):
+        calls.append(1)
+        if len(calls) == 2:  # q1: q0 (a batch of one here) is kept
+            raise KeyboardInterrupt("simulated kill")
+        return real_prompts(model, input_ids, target_ids, **kw)
+
+    monkeypatch.setattr(job_module, "attribute_prompts", dying)
+    path = tmp_path / "shard.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        _run(setup, path, batch_queries=1)
+    monkeypatch.setattr(job_module, "attribute_prompts", real_prompts)
+    real_queries, batches = job_module.attribute_queries, []
+
+    def recording(model, tokenizer, queries, *args, **kw):
+        batches.append([q["id"] for q in queries])
+        return real_queries(model, tokenizer, queries, *args, **kw)
+
+    monkeypatch.setattr(job_module, "attribute_queries", recording)
+    _run(setup, path, batch_queries=2)
+    assert batches == [["q1", "q2"], ["q3"]]  # resumed, not recomputed
+    assert path.read_bytes() == reference
 
 
 def test_batching_queries_for_the_logprob_baseline_changes_no_byte(setup, tmp_path):

@@ -3,7 +3,6 @@
 import hashlib
 import io
 import logging
-import os
 import tarfile
 import zipfile
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 from qrnca.datasets import fetch
 from qrnca.errors import DatasetError, InputError
 
-SHARED = Path(os.environ.get("QRNCA_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+from demo_workflow import SHARED
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/data")
 
 FILES = {"test/a_test.csv": b"q,1,2,3,4,A\n", "val/a_val.csv": b"q,1,2,3,4,B"}

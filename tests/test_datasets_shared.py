@@ -2,8 +2,6 @@
 
 import collections
 import json
-import os
-from pathlib import Path
 
 import pytest
 
@@ -21,7 +19,7 @@ from qrnca.datasets import (
 )
 from qrnca.datasets.mmlu import read_mmlu_csv, subject_file
 
-SHARED = Path(os.environ.get("QRNCA_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+from demo_workflow import SHARED
 pytestmark = [pytest.mark.shared_data, pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/data")]
 
 

@@ -260,6 +260,8 @@ def test_end_to_end_evaluation(tiny, tmp_path):
 
     out = save_group_changes(by_group, "suppress", [tmp_path / "fig.pdf", tmp_path / "fig.png"])
     assert all(p.stat().st_size > 1000 for p in out)
+    # no creation date: a rerun (or the same run on a cluster) gives the same bytes
+    assert b"/CreationDate" not in out[0].read_bytes()
     assert sorted(x.name for x in tmp_path.iterdir()) == ["evaluation", "fig.pdf", "fig.png"]
     long = group_change_frame(by_group, "boost")
     assert len(long) == 4 and set(long["set"]) == {"related prompts", "unrelated prompts"}

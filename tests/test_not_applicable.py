@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from qrnca import evaluation as ev
-from qrnca import layouts
 from qrnca.attribution import attribute_dataset
 from qrnca.attribution.logprob import logprob_applicability
 from qrnca.baselines import baseline_rows

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_workflow import REPO, SHARED, copy_workflow, read_csv, snakemake
+from demo_workflow import REPO, SHARED, copy_workflow, read_csv, snakemake
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data,
               pytest.mark.skipif(not (SHARED / "mmlu").is_dir(), reason="needs ../shared/data")]

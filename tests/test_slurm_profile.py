@@ -7,7 +7,6 @@ tests/stubs (jobs really execute); the recorded sbatch argv per rule is the cont
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 import yaml
@@ -124,6 +123,9 @@ def test_profile_keys():
     assert int(profile["jobs"]) > 0 and int(profile["latency-wait"]) >= 30
     assert int(profile["retries"]) in (1, 2)
     assert "software-deployment-method" not in profile and "sdm" not in profile
+    # sacct reports a scancel-ed job as "CANCELLED by <uid>", which plugin 2.8.0 waits on forever
+    # (seen on the real cluster, tests/test_slurm_real.py); squeue reports CANCELLED
+    assert profile["slurm-status-command"] == "squeue"
     defaults = profile["default-resources"]
     assert defaults["slurm_account"] == "'acc'" and defaults["slurm_partition"] == "'part'"
     assert "gpu_model" not in defaults and "gpu" not in defaults, \

@@ -1,7 +1,8 @@
 """The demo DAG end to end through the real Snakemake CLI, and the ways users rerun and audit it.
 
-One session-scoped run of the whole demo (a synthetic world, a tiny Llama trained on CPU, every
-later rule unchanged) feeds every test here; tests that change files work on copies of it.
+One session-scoped run of the whole demo (conftest.py `demo`: a synthetic world, a tiny Llama
+trained on CPU, every later rule unchanged) feeds every test here; tests that change files work on
+copies of it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from demo_workflow import (DATASETS, DEMO, MODEL, REPO, copy_workflow, job_counts, read_csv,
+from demo_workflow import (DATASETS, DEMO, MODEL, SHARED, copy_workflow, job_counts, read_csv,
                            snakemake)
 from slurm_stub_helpers import flag_value, rule_of, run_with_slurm_stubs
 
@@ -196,9 +197,6 @@ def test_bad_config_value_is_named(tmp_path):
     assert dry.returncode != 0
     message = dry.stdout + dry.stderr
     assert "answer_token" in message and "first_letter" in message
-
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @pytest.mark.skipif(not (SHARED / "mmlu").is_dir(), reason="needs ../shared/data")
