@@ -18,6 +18,11 @@ of them see the same machine load) and reported as min / median time, ratios and
 - `fast-loop` / `fast-batched`: the same `--batch` prompts of different lengths (a query's three
   prompts by default), one `fast_ig` per prompt vs one `fast_ig_batch` (shared staircase passes);
   their ratio is the throughput gain of multi-prompt batching.
+- `logprob` / `logprob-full`: the log-probability increase of the same `--batch` prompts as one
+  query, as the attribution job computes it (`logprob_top_k`: the exact top `--top-k` neurons,
+  pruned by bounds that use the model's direction ranges, computed once per model and timed
+  apart) and in full for every neuron (`logprob_increase`); the output gives its cost relative
+  to the IG of the same prompts (`fast-loop`). Skipped for a model it does not apply to.
 
 The reference and Captum may run on `--ref-layers` evenly spaced layers only (default: all on CPU,
 4 on CUDA); their time is then extrapolated linearly to all layers, and the output says so. Ratios
@@ -58,6 +63,8 @@ import torch
 
 from qrnca import layouts
 from qrnca.attribution import fast_ig, fast_ig_batch, reference_ig
+from qrnca.attribution.logprob import (direction_ranges, logprob_applicability, logprob_increase,
+                                       logprob_top_k)
 
 PRESETS = {
     # name: (layers, hidden, intermediate, heads, kv_heads, vocab, tokens, dtype)
@@ -65,7 +72,9 @@ PRESETS = {
     "llama2-7b": (32, 4096, 11008, 32, 32, 32000, 200, "bfloat16"),
 }
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-METHODS = ("fast", "reference", "captum", "fast-loop", "fast-batched")
+METHODS = ("fast", "reference", "captum", "fast-loop", "fast-batched", "logprob", "logprob-full")
+#: methods timed on all `--batch` prompts at once (their time per prompt is divided by the batch)
+BATCHED = ("fast-loop", "fast-batched", "logprob", "logprob-full")
 DEFAULT_PROMPT = (
     "You will be asked a multiple-choice question. Respond with the letter which corresponds to "
     "the correct answer, followed by a period. There is no need to provide an explanation, so your "
@@ -265,6 +274,8 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"subset of {','.join(METHODS)}")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--top-k", type=int, default=256,
+                        help="logprob: the neurons kept per query (the config's baseline_top_k)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -308,6 +319,21 @@ def main(argv=None):
         "fast-batched": lambda: fast_ig_batch(model, batch, [target] * len(batch), steps=steps,
                                               ig_grid=grid, max_rows=args.max_rows),
     }
+    # the log-probability increase of the batch's prompts as one query, as the attribution job
+    # computes it (top k, with the model's direction ranges computed once per job), and in full
+    if any(m.startswith("logprob") for m in methods):
+        reason = logprob_applicability(model)
+        if reason:
+            print(f"logprob: not applicable to this model ({reason}): skipped")
+            methods = [m for m in methods if not m.startswith("logprob")]
+        else:
+            states = [r.state for r in fast_ig_batch(model, batch, [target] * len(batch),
+                                                     steps=steps, ig_grid=grid)]
+            t_ranges, ranges = timed(lambda: direction_ranges(model), args.device)
+            print(f"direction ranges (once per model): {t_ranges:.2f} s")
+            calls["logprob"] = lambda: logprob_top_k(model, [states], [[target] * len(states)],
+                                                     args.top_k, ranges)
+            calls["logprob-full"] = lambda: logprob_increase(model, states, [target] * len(states))
     # warm-up (kernels, allocator, lazy init) on a short prompt
     short = first[:, :8]
     fast_ig(model, short, target, steps=2)
@@ -336,7 +362,7 @@ def main(argv=None):
     partial = len(ref_layers) < n_layers
     scale = {m: (n_layers / len(ref_layers) if m in ("reference", "captum") and partial else 1.0)
              for m in methods}
-    per_prompt = {m: (len(batch) if m in ("fast-loop", "fast-batched") else 1) for m in methods}
+    per_prompt = {m: (len(batch) if m in BATCHED else 1) for m in methods}
     mem_kind = ("torch.cuda.max_memory_allocated increase" if cuda
                 else "peak RSS increase, psutil sampled every 10 ms")
     note = f"; reference and Captum EXTRAPOLATED from {len(ref_layers)} layers" if partial else ""
@@ -363,6 +389,12 @@ def main(argv=None):
     ratio("reference", "fast")
     ratio("captum", "fast")
     ratio("fast-loop", "fast-batched")  # the same prompts: the gain of sharing passes
+    ratio("logprob-full", "logprob")  # the gain of the bounds
+    if "logprob" in times and "fast-loop" in times:
+        share = [a / b for a, b in zip(times["logprob"], times["fast-loop"])]
+        print(f"  log-probability increase / IG of the same {len(batch)} prompts (one query): "
+              f"{statistics.median(share):.2f} x (median of per-round ratios; range "
+              f"{min(share):.2f}-{max(share):.2f}; target <= 1)")
 
     print("agreement:")
     fast = fast_ig(model, first, target, steps=steps, ig_grid=grid)
