@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 
 from qrnca import evaluation as ev
+from qrnca import evaluation_tables as et
 from qrnca.attribution import fast_ig
 from qrnca.attribution.job import sparse_prompt_record
 from qrnca.datasets import PAPER_SUBJECTS, build_from_spec
@@ -130,7 +131,7 @@ def main(argv=None):
     settings = ev.EvaluationSettings()
     neurons = {p: ev.neuron_sets(selected[p], queries) for p in precisions}
     evaluated = ev.evaluate(model, tok, queries, neurons, settings, encoding, progress=False)
-    pcr = {p: ev.pcr_summary(evaluated.records[p]).set_index("op")["pcr"] for p in precisions}
+    pcr = {p: et.pcr_summary(evaluated.records[p]).set_index("op")["pcr"] for p in precisions}
 
     reference = runs["float64"]
     rows = []

@@ -3,8 +3,8 @@
 One figure per (dataset, op): for each group, two bars — the change of the gold-letter
 probability on the group's own prompts (related) and on the control prompts of other groups
 (unrelated) when the group's queries' neurons are boosted or suppressed. The input is
-`qrnca.evaluation.pcr_summary(records, by=("group",))`. Drawn on a `matplotlib.figure.Figure`
-(Agg, no pyplot state) and written by `qrnca.plots.save_figure`, like every other figure:
+`qrnca.evaluation_tables.pcr_summary(records, by=("group",))`. Drawn on a
+`matplotlib.figure.Figure` (Agg, no pyplot state) and written by `qrnca.plots.save_figure`, like every other figure:
 atomically, at the config's dpi, without creation dates.
 """
 

@@ -33,11 +33,6 @@ from transformers.cache_utils import Cache, DynamicLayer
 from .errors import InputError
 from .layouts import edit_last_position, grid_shape, multiply_edit
 
-BOOST = 2.0
-SUPPRESS = 0.0
-#: The two operations of the paper and their activation factors (docs/method.md §6).
-OPS: dict[str, float] = {"boost": BOOST, "suppress": SUPPRESS}
-
 Neuron = tuple[int, int]
 
 

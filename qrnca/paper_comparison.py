@@ -1,7 +1,7 @@
 """Every number the paper reports beside ours: one row per paper number, per model.
 
 `paper_comparison` takes the tables a run produced (the DataFrames of `qrnca.analysis.table3`,
-`qrnca.evaluation.table4` / `table6`, `qrnca.prediction.table7` and the Fig. 2a overlap) and walks
+`qrnca.evaluation_tables.table4` / `table6`, `qrnca.prediction_table.table7` and the Fig. 2a overlap) and walks
 the paper's numbers (`qrnca.paper_values`), so that nothing the paper reports is silently left
 out and nothing is invented:
 

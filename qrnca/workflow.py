@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -44,10 +45,22 @@ class JobContext:
         self.logger.info(msg, *args)
 
 
+def limit_threads(threads: int) -> None:
+    """Limit torch's intra-op threads to `threads`: through `torch.set_num_threads` when the
+    script has imported torch (every script that runs a model imports it at the top), else through
+    `OMP_NUM_THREADS`, which torch reads if it is imported later. Torch is never imported here:
+    a table or figure job does not need it, and importing it costs seconds."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
+    else:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
 @contextlib.contextmanager
 def job(snakemake):
     """Send stderr (tracebacks, tqdm progress) and logging to the rule's log, limit torch to the
-    job's threads, and write provenance records for every output once the body succeeds."""
+    job's threads (`limit_threads`), and write provenance records for every output once the body succeeds."""
     started = time.time()
     log_path = snakemake.log[0] if len(snakemake.log) else None
     stream = open(log_path, "w", buffering=1, encoding="utf-8") if log_path else sys.stderr
@@ -59,12 +72,7 @@ def job(snakemake):
     root = logging.getLogger("qrnca")
     root.addHandler(handler)
     root.setLevel(logging.INFO)
-    try:
-        import torch
-
-        torch.set_num_threads(max(1, int(getattr(snakemake, "threads", 1) or 1)))
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        pass
+    limit_threads(max(1, int(getattr(snakemake, "threads", 1) or 1)))
     ctx = JobContext(logger)
     try:
         yield ctx

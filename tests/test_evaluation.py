@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from qrnca import evaluation as ev
+from qrnca import evaluation_records as er
+from qrnca import evaluation_tables as et
 from qrnca import layouts
 from qrnca.errors import InputError
 from qrnca.evaluation_plots import group_change_frame, save_group_changes
@@ -26,10 +28,10 @@ def rec(qid, group, op, s, p0, p1, gold="A", before="A", after="A", prompt=0):
 
 def test_ratio_of_means_and_mean_of_ratios_differ_as_computed_by_hand():
     p0, p1 = [0.1, 0.5], [0.2, 0.5]
-    assert ev.probability_change(p0, p1, "ratio_of_means") == pytest.approx(0.05 / 0.3)
-    assert ev.probability_change(p0, p1, "mean_of_ratios") == pytest.approx(0.5)
+    assert et.probability_change(p0, p1, "ratio_of_means") == pytest.approx(0.05 / 0.3)
+    assert et.probability_change(p0, p1, "mean_of_ratios") == pytest.approx(0.5)
     with pytest.raises(InputError, match="pcr_average"):
-        ev.probability_change(p0, p1, "median")
+        et.probability_change(p0, p1, "median")
 
 
 def test_pcr_summary_per_op_and_group():
@@ -42,28 +44,28 @@ def test_pcr_summary_per_op_and_group():
         rec("q1", "bio", "boost", "related", 0.2, 0.6),
         rec("q1", "bio", "boost", "unrelated", 0.2, 0.3),
     ]
-    summary = ev.pcr_summary(records).set_index("op")
+    summary = et.pcr_summary(records).set_index("op")
     # suppress related: mean(p1-p0) = (-0.3 - 0.1 + 0) / 3, mean(p0) = 1.1 / 3
     assert summary.loc["suppress", "change_related"] == pytest.approx(-0.4 / 1.1)
     assert summary.loc["suppress", "change_unrelated"] == pytest.approx(-0.05 / 0.8)
     assert summary.loc["suppress", "pcr"] == pytest.approx((0.4 / 1.1) / (0.05 / 0.8))
     assert summary.loc["boost", "pcr"] == pytest.approx(2.0 / 0.5)
     assert summary.loc["suppress", "n_related"] == 3 and summary.loc["suppress", "queries"] == 2
-    by_group = ev.pcr_summary(records, by=("group",)).set_index(["op", "group"])
+    by_group = et.pcr_summary(records, by=("group",)).set_index(["op", "group"])
     assert by_group.loc[("suppress", "bio"), "change_related"] == pytest.approx(-0.4 / 0.6)
     assert math.isnan(by_group.loc[("suppress", "geo"), "pcr"])  # 0 / 0
-    mor = ev.pcr_summary(records, "mean_of_ratios").set_index("op")
+    mor = et.pcr_summary(records, "mean_of_ratios").set_index("op")
     assert mor.loc["suppress", "change_related"] == pytest.approx((-0.75 - 0.5 + 0) / 3)
 
 
 def test_division_by_zero_is_reported_not_raised():
     records = [rec("q", "g", "boost", "related", 0.2, 0.4), rec("q", "g", "boost", "unrelated", 0.3, 0.3)]
-    assert ev.pcr_summary(records)["pcr"].iloc[0] == math.inf
+    assert et.pcr_summary(records)["pcr"].iloc[0] == math.inf
     zero = [rec("q", "g", "boost", "related", 0.0, 0.1), rec("q", "g", "boost", "unrelated", 0.0, 0.0)]
-    summary = ev.pcr_summary(zero)
+    summary = et.pcr_summary(zero)
     assert summary["change_related"].iloc[0] == math.inf
     assert math.isnan(summary["change_unrelated"].iloc[0])
-    assert math.isnan(ev.pcr_summary(zero, "mean_of_ratios")["change_unrelated"].iloc[0])
+    assert math.isnan(et.pcr_summary(zero, "mean_of_ratios")["change_unrelated"].iloc[0])
 
 
 def test_flip_rates_and_initial_subsets():
@@ -77,7 +79,7 @@ def test_flip_rates_and_initial_subsets():
         rec("q", "g", "boost", "unrelated", .1, .2, "A", "A", "B"),  # unrelated: not counted
         rec("q", "g", "suppress", "related", .1, .0, "B", "B", "C"),
     ]
-    flips = ev.flip_summary(records).set_index("op")
+    flips = et.flip_summary(records).set_index("op")
     assert flips.loc["boost", "flip_rate"] == pytest.approx(50.0)
     assert flips.loc["boost", "n"] == 4
     assert flips.loc["boost", "flip_rate_initially_wrong"] == pytest.approx(50.0)
@@ -96,19 +98,19 @@ def test_tables_put_paper_values_beside_ours():
     results = {("domain", "logprob_increase"): mk(0.6), ("domain", "qrnca"): mk(0.8),
                ("demo", "qrnca"): mk(0.8)}
     paper4 = {"qrnca": {"domain": {"boost": 4.4, "suppress": 5.6}}}
-    t4 = ev.table4(results, paper=paper4)
+    t4 = et.table4(results, paper=paper4)
     assert list(t4["method"][:4]) == ["qrnca", "qrnca", "logprob_increase", "logprob_increase"]
     row = t4[(t4.dataset == "domain") & (t4.method == "qrnca") & (t4.op == "boost")].iloc[0]
     assert row["pcr"] == pytest.approx(6.0) and row["paper_pcr"] == 4.4
     assert row["diff"] == pytest.approx(1.6)
     assert t4[t4.method == "logprob_increase"]["paper_pcr"].isna().all()
     assert t4[t4.dataset == "demo"]["paper_pcr"].isna().all()
-    mapped = ev.table4(results, paper=paper4, paper_datasets={"demo": "domain"})
+    mapped = et.table4(results, paper=paper4, paper_datasets={"demo": "domain"})
     assert mapped[(mapped.dataset == "demo") & (mapped.op == "suppress")]["paper_pcr"].iloc[0] == 5.6
 
     paper6 = {"qrnca": {"domain": {"boost": {"value": 12.6, "upper_bound": None}}},
               "logprob_increase": {"domain": {"suppress": {"value": None, "upper_bound": 0.3}}}}
-    t6 = ev.table6(results, paper=paper6)
+    t6 = et.table6(results, paper=paper6)
     row = t6[(t6.dataset == "domain") & (t6.method == "qrnca") & (t6.op == "boost")].iloc[0]
     assert row["flip_rate"] == 100.0 and row["paper_flip_rate"] == 12.6
     assert row["diff"] == pytest.approx(87.4) and row["subset"] == "initially_wrong"
@@ -120,9 +122,9 @@ def test_tables_put_paper_values_beside_ours():
 def test_default_paper_values_are_wired():
     pytest.importorskip("qrnca.paper_values")
     records = [rec("q", "g", "boost", "related", 0.2, 0.4), rec("q", "g", "boost", "unrelated", 0.2, 0.3)]
-    t4 = ev.table4({("language", "qrnca"): records})
+    t4 = et.table4({("language", "qrnca"): records})
     assert t4["paper_pcr"].iloc[0] == 41.2
-    t6 = ev.table6({("language", "qrnca"): records})
+    t6 = et.table6({("language", "qrnca"): records})
     assert t6["paper_flip_rate"].iloc[0] == 16.6
 
 
@@ -252,10 +254,10 @@ def test_end_to_end_evaluation(tiny, tmp_path):
     assert read_jsonl(paths[1]) == run.records["random"]
     meta = json.loads((tmp_path / "evaluation" / "settings.json").read_text())
     assert meta["settings"]["unrelated_prompts"] == 3 and meta["model"] == "tiny"
-    frame = ev.read_evaluation(paths[0])
-    table = ev.table4({("tinyset", "qrnca"): frame, ("tinyset", "random"): run.records["random"]})
+    frame = er.read_evaluation(paths[0])
+    table = et.table4({("tinyset", "qrnca"): frame, ("tinyset", "random"): run.records["random"]})
     assert len(table) == 4 and np.isfinite(table["pcr"]).all()
-    by_group = ev.pcr_summary(frame, by=("group",))
+    by_group = et.pcr_summary(frame, by=("group",))
     assert set(by_group["group"]) == {"bio", "geo"}
 
     out = save_group_changes(by_group, "suppress", [tmp_path / "fig.pdf", tmp_path / "fig.png"])
@@ -268,7 +270,6 @@ def test_end_to_end_evaluation(tiny, tmp_path):
 
 
 def test_read_results_maps_files_dataset_major(tmp_path):
-    from qrnca.evaluation import read_results
     from qrnca.io import write_jsonl
 
     paths = []
@@ -277,12 +278,12 @@ def test_read_results_maps_files_dataset_major(tmp_path):
             path = tmp_path / f"{d}-{m}.jsonl"
             write_jsonl(path, [{"id": f"{d}/{m}", "p0": 0.5, "p1": 0.4}])
             paths.append(path)
-    results = read_results(paths, ["d1", "d2"], ["qrnca", "random"])
+    results = er.read_results(paths, ["d1", "d2"], ["qrnca", "random"])
     assert {k: v["id"].iloc[0] for k, v in results.items()} == {
         ("d1", "qrnca"): "d1/qrnca", ("d1", "random"): "d1/random",
         ("d2", "qrnca"): "d2/qrnca", ("d2", "random"): "d2/random"}
     with pytest.raises(InputError, match="expected 4 evaluation files"):
-        read_results(paths[:3], ["d1", "d2"], ["qrnca", "random"])
+        er.read_results(paths[:3], ["d1", "d2"], ["qrnca", "random"])
 
 
 def test_each_edit_is_built_once_per_method_query_and_op(tiny, monkeypatch):
@@ -349,7 +350,7 @@ def test_a_non_finite_probability_is_refused_naming_query_and_prompt(tiny, tmp_p
     path = tmp_path / "qrnca.jsonl"
     write_jsonl(path, run.records["qrnca"])
     with pytest.raises(NonFiniteError, match=rf"{path}, record 8: p1 = nan"):
-        ev.read_evaluation(path)
+        er.read_evaluation(path)
 
 
 def test_evaluation_files_must_hold_exactly_the_datasets_queries(tmp_path):
@@ -360,4 +361,4 @@ def test_evaluation_files_must_hold_exactly_the_datasets_queries(tmp_path):
     with pytest.raises(InputError, match=r"qrnca.jsonl: evaluation records do not match the "
                                          r"dataset \(missing 1 of 2 queries: 'q2'; 1 queries "
                                          r"not in the dataset: 'q3'\)"):
-        ev.read_evaluation(path, ["q1", "q2"])
+        er.read_evaluation(path, ["q1", "q2"])

@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from qrnca import evaluation as ev
+from qrnca import evaluation_records as er
+from qrnca import evaluation_tables as et
 from qrnca.attribution import attribute_dataset
 from qrnca.attribution.logprob import logprob_applicability
 from qrnca.baselines import baseline_rows
@@ -75,10 +77,10 @@ def test_every_stage_records_not_applicable(odd_model, tmp_path):
                       not_applicable={"logprob_increase": reason}, progress=False)
     assert run.records["logprob_increase"] == [{NOT_APPLICABLE: reason}]
     ev.write_evaluation(tmp_path / "evaluation", run, ev.EvaluationSettings())
-    results = ev.read_results(
+    results = er.read_results(
         [tmp_path / "evaluation" / f"{m}.jsonl" for m in ("qrnca", "logprob_increase")],
         ["domain"], ["qrnca", "logprob_increase"])
-    for table in (ev.table4(results), ev.table6(results)):
+    for table in (et.table4(results), et.table6(results)):
         assert list(table["method"]) == ["qrnca", "qrnca", "logprob_increase", "logprob_increase"]
         skipped = table[table["method"] == "logprob_increase"]
         assert skipped["note"].str.startswith("not applicable: ").all()

@@ -93,9 +93,9 @@ def test_pcr_not_applicable_nan_and_inf_are_explicit():
 
 
 def test_pcr_from_the_library_table_through_csv(tmp_path):
-    """Table 4 as `qrnca.evaluation.table4` writes it (a not-applicable method, the note column),
-    read back from CSV as the workflow does."""
-    from qrnca import evaluation
+    """Table 4 as `qrnca.evaluation_tables.table4` writes it (a not-applicable method, the note
+    column), read back from CSV as the workflow does."""
+    from qrnca import evaluation_tables
     from qrnca.methods import NOT_APPLICABLE
 
     def rec(qid, group, op, s, p0, p1):
@@ -108,7 +108,7 @@ def test_pcr_from_the_library_table_through_csv(tmp_path):
 
     results = {("dom", "qrnca"): records(0.2, 0.01), ("dom", "random"): records(0.01, 0.01),
                ("dom", "logprob_increase"): [{NOT_APPLICABLE: "final norm cannot be frozen"}]}
-    evaluation.table4(results).to_csv(tmp_path / "t4.csv", index=False)
+    evaluation_tables.table4(results).to_csv(tmp_path / "t4.csv", index=False)
     t4 = pd.read_csv(tmp_path / "t4.csv")
     row = _one(_claims({"table4": t4}), "pcr", "dom", "suppress")
     assert row["verdict"] == "holds" and row["numbers"]["others"] == {"random": pytest.approx(1.0)}

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from qrnca import prediction as pr
+from qrnca import prediction_table as t7
 from qrnca.errors import InputError
 from qrnca.layouts import record_last_position
 from qrnca.models import PromptEncoding
@@ -141,8 +142,8 @@ def test_table7_arithmetic_and_paper_columns(tmp_path):
         _rec("b1", "biology", 2, "C", "C", "D"), _rec("b2", "biology", 0, "D", None, "D"),
         _rec("x1", "newdomain", 0, "A", "A", "B", n=2),
     ]
-    assert list(pr.table7(records).columns) == list(pr.TABLE7_COLUMNS)
-    table = pr.table7(records).set_index("group")
+    assert list(t7.table7(records).columns) == list(t7.TABLE7_COLUMNS)
+    table = t7.table7(records).set_index("group")
     bio = table.loc["biology"]
     assert bio["prompts"] == 4 and bio["queries"] == 2 and bio["neurons"] == 5
     assert bio["neuron_based"] == pytest.approx(2 / 4)  # None counts as wrong
@@ -155,15 +156,15 @@ def test_table7_arithmetic_and_paper_columns(tmp_path):
     assert overall["prompts"] == 5 and overall["neuron_based"] == pytest.approx(3 / 5)
     assert math.isnan(overall["paper_prompt_based"])
     # A demo world's "biology" is not the paper's biology.
-    demo = pr.table7(records, dataset="demo-domain").set_index("group")
+    demo = t7.table7(records, dataset="demo-domain").set_index("group")
     assert demo["paper_neuron_based"].isna().all() and demo["diff_neuron_based"].isna().all()
-    mapped = pr.table7(records, dataset="domain-released",
+    mapped = t7.table7(records, dataset="domain-released",
                        paper_datasets={"domain-released": "domain"}).set_index("group")
     assert mapped.loc["biology", "paper_neuron_based"] == 0.96
-    pr.write_table7(tmp_path / "t7.csv", pr.table7(records))
-    assert pd.read_csv(tmp_path / "t7.csv").shape == (3, len(pr.TABLE7_COLUMNS))
+    t7.write_table7(tmp_path / "t7.csv", t7.table7(records))
+    assert pd.read_csv(tmp_path / "t7.csv").shape == (3, len(t7.TABLE7_COLUMNS))
     with pytest.raises(InputError, match="gold"):
-        pr.table7([{"id": "a", "group": "g"}])
+        t7.table7([{"id": "a", "group": "g"}])
 
 
 def _shared_data() -> Path:

@@ -1,7 +1,8 @@
 """Figures 3 / 4: related vs unrelated change per group for one operation on QRNCA neurons."""
 
 from qrnca.datasets.queries import read_dataset
-from qrnca.evaluation import pcr_summary, read_evaluation
+from qrnca.evaluation_records import read_evaluation
+from qrnca.evaluation_tables import pcr_summary
 from qrnca.evaluation_plots import save_group_changes
 from qrnca.workflow import job
 

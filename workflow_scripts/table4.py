@@ -1,7 +1,8 @@
 """Table 4: PCR per dataset, method and operation, with the paper's values beside ours."""
 
 from qrnca.datasets.queries import read_dataset
-from qrnca.evaluation import read_results, table4
+from qrnca.evaluation_records import read_results
+from qrnca.evaluation_tables import table4
 from qrnca.io import atomic_open
 from qrnca.workflow import job
 

@@ -1,7 +1,8 @@
 """Table 6: editing flip rates per dataset, method and operation, with the paper's rates."""
 
 from qrnca.datasets.queries import read_dataset
-from qrnca.evaluation import read_results, table6
+from qrnca.evaluation_records import read_results
+from qrnca.evaluation_tables import table6
 from qrnca.io import atomic_open
 from qrnca.workflow import job
 

@@ -3,7 +3,7 @@
 import pandas as pd
 
 from qrnca.io import read_jsonl
-from qrnca.prediction import table7, write_table7
+from qrnca.prediction_table import table7, write_table7
 from qrnca.workflow import job
 
 with job(snakemake) as log:
