@@ -61,10 +61,10 @@ from pathlib import Path
 
 import torch
 
-from qrnca import layouts
 from qrnca.attribution import fast_ig, fast_ig_batch, reference_ig
 from qrnca.attribution.logprob import (direction_ranges, logprob_applicability, logprob_increase,
                                        logprob_top_k)
+from qrnca.models import layouts
 
 PRESETS = {
     # name: (layers, hidden, intermediate, heads, kv_heads, vocab, tokens, dtype)
@@ -221,7 +221,7 @@ def relative(a: torch.Tensor, b: torch.Tensor) -> float:
 def real_model(args):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from qrnca.models import PromptEncoding
+    from qrnca.models.loading import PromptEncoding
 
     dtype = DTYPES[args.dtype or "float32"]
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).to(args.device)

@@ -29,14 +29,14 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from qrnca import evaluation as ev
-from qrnca import evaluation_tables as et
 from qrnca.attribution import fast_ig
 from qrnca.attribution.job import sparse_prompt_record
 from qrnca.datasets import PAPER_SUBJECTS, build_from_spec
-from qrnca.layouts import grid_shape
-from qrnca.models import DTYPES, PromptEncoding, load_model
-from qrnca.selection import run_qrnca
+from qrnca.evaluation import runner as ev
+from qrnca.models.layouts import grid_shape
+from qrnca.models.loading import DTYPES, PromptEncoding, load_model
+from qrnca.neurons.selection import run_qrnca
+from qrnca.outputs import evaluation_tables as et
 
 PRECISIONS = ("float64", "float32", "tf32", "bfloat16", "float16")
 THRESHOLD = 0.2
@@ -52,7 +52,7 @@ def coarse(ig: torch.Tensor, t: float = THRESHOLD) -> set:
 
 def tiny_model(arch: str, corpus: list[str], directory: Path):
     """A tiny random model of `arch` with a tokenizer trained on the prompts (for a quick study)."""
-    from qrnca.tiny_models import save_tiny
+    from qrnca.models.tiny import save_tiny
 
     save_tiny(directory, arch, corpus, layers=4, hidden=64, intermediate=128, heads=4, kv_heads=2)
     return {"name": f"tiny-{arch}", "path": str(directory)}

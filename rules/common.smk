@@ -2,8 +2,8 @@
 import os
 import re
 
-from qrnca import config_usage
-from qrnca.code_deps import script_dependencies
+from qrnca.workflow import config_usage
+from qrnca.workflow.code_deps import script_dependencies
 
 RESULTS = config["results"]
 MODELS = {m["name"]: m for m in config["models"]}
@@ -52,7 +52,7 @@ def model_dir(name):
 
 def used(rule_name):
     """Params of `rule_name`'s jobs: exactly the config values its results depend on, one by one
-    (qrnca.config_usage.USES), so that nothing else -- an execution setting, a neighbouring
+    (qrnca.workflow.config_usage.USES), so that nothing else -- an execution setting, a neighbouring
     key of the same section -- reruns it."""
 
     def params(wildcards):
@@ -68,7 +68,7 @@ def used(rule_name):
 
 
 def library(script):
-    """The library files workflow_scripts/{script}.py runs (qrnca.code_deps): editing one
+    """The library files workflow_scripts/{script}.py runs (qrnca.workflow.code_deps): editing one
     reruns exactly the rules whose scripts reach it."""
     path = os.path.join(workflow.basedir, "workflow_scripts", f"{script}.py")
     return script_dependencies(path, relative_to=os.getcwd())

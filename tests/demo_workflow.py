@@ -3,7 +3,7 @@ subprocess, and reading its dry-run plans. Shared by every test that runs the de
 
 A copy holds the workflow files and the `qrnca` package itself, and Snakemake runs with the
 copy first on PYTHONPATH: like a fresh clone, the library files that the rules list as inputs
-(`qrnca.code_deps`) live inside the workdir, so a test can edit one without touching the
+(`qrnca.workflow.code_deps`) live inside the workdir, so a test can edit one without touching the
 repository.
 """
 

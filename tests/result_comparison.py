@@ -4,7 +4,7 @@ of provenance records.
 Two runs of the same workflow on the same inputs must write the same bytes (tests: two fresh
 demo runs; the SLURM tests: a run through SLURM against a local one). What legitimately differs
 is left out: `results/logs/` (timestamps, progress bars) and, in `results/provenance/**.json`,
-the fields `qrnca.provenance.TIMING_FIELDS` (started, finished, wall_time_s, timing). A caller
+the fields `qrnca.workflow.provenance.TIMING_FIELDS` (started, finished, wall_time_s, timing). A caller
 whose runs differ in more (another host, a SLURM job id) names those record fields too.
 
     from result_comparison import compare_results
@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from qrnca.provenance import TIMING_FIELDS
+from qrnca.workflow.provenance import TIMING_FIELDS
 
 #: Folders of results/ that are never compared.
 SKIPPED_DIRS = ("logs",)

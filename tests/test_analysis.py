@@ -5,9 +5,10 @@ import math
 import numpy as np
 import pytest
 
-from qrnca import paper_values
-from qrnca.analysis import bin_starts, heatmap_grids, layer_distribution, overlap_matrix, table3
 from qrnca.errors import InputError
+from qrnca.outputs import paper_values
+from qrnca.outputs.analysis import (bin_starts, heatmap_grids, layer_distribution, overlap_matrix,
+                                    table3)
 
 
 def row(qid, group, neurons):

@@ -5,17 +5,10 @@ import logging
 import pytest
 import torch
 
-from qrnca.attribution import (
-    UnsupportedModelError,
-    fast_ig,
-    fast_ig_batch,
-    ig_alphas,
-    last_token_state,
-    reference_ig,
-    supports_fast,
-)
+from qrnca.attribution import (UnsupportedModelError, fast_ig, fast_ig_batch, ig_alphas,
+                               last_token_state, reference_ig, supports_fast)
 from qrnca.attribution import fast as fast_module
-from qrnca.tiny_models import build_model
+from qrnca.models.tiny import build_model
 
 
 VOCAB = 48

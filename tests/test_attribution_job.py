@@ -11,8 +11,8 @@ from qrnca.attribution import attribute_dataset, fast_ig, shard_queries
 from qrnca.attribution import job as job_module
 from qrnca.consistency import query_sha256
 from qrnca.errors import AttributionError, InputError
-from qrnca.models import PromptEncoding, letter_token_ids
-from qrnca.tiny_models import build_model, train_word_tokenizer
+from qrnca.models.loading import PromptEncoding, letter_token_ids
+from qrnca.models.tiny import build_model, train_word_tokenizer
 
 
 WORDS = "what is the capital of france spain italy paris rome madrid berlin answer respond letter"
@@ -231,7 +231,7 @@ def test_max_rows_changes_only_float_rounding_never_the_neurons(setup, tmp_path)
     """`attribution.max_rows` is an execution setting (it plans no rerun): a smaller batch of
     IG rows changes float32 rounding in the last digits (the matmul kernels differ with the batch
     size), never which neurons are stored, their order, or what QRNCA selects from them."""
-    from qrnca.selection import run_qrnca
+    from qrnca.neurons.selection import run_qrnca
 
     def records(path):
         return [json.loads(line) for line in path.read_text().splitlines()]

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from qrnca import layouts
 from qrnca.attribution import hooked_clean_state, last_token_state, logprob_increase
 from qrnca.attribution.logprob import frozen_norm_logits
-from qrnca.tiny_models import build_model
+from qrnca.models import layouts
+from qrnca.models.tiny import build_model
 
 
 ALL_FAMILIES = ["llama", "mistral", "qwen2", "gemma", "gemma2", "gemma3", "gpt2", "gpt_neox", "opt",

@@ -1,12 +1,12 @@
-"""The reference IG (the released algorithm) on every family in qrnca.layouts."""
+"""The reference IG (the released algorithm) on every family in qrnca.models.layouts."""
 
 import pytest
 import torch
 
-from qrnca import layouts
 from qrnca.attribution import reference_ig
 from qrnca.errors import InputError
-from qrnca.tiny_models import build_model
+from qrnca.models import layouts
+from qrnca.models.tiny import build_model
 
 
 ALL_FAMILIES = ["llama", "mistral", "qwen2", "gemma", "gpt2", "gpt_neox", "opt", "phi"]

@@ -2,8 +2,9 @@
 
 import pytest
 
-from qrnca.baselines import BaselineError, baseline_rows, knowledge_neurons, query_seed, random_neurons
 from qrnca.errors import InputError
+from qrnca.neurons.baselines import (BaselineError, baseline_rows, knowledge_neurons, query_seed,
+                                     random_neurons)
 from record_builders import prompt
 
 A, B, C, D, E = (0, 0), (1, 2), (0, 1), (2, 3), (3, 0)

@@ -1,4 +1,4 @@
-"""Every rule reruns exactly when a config value it uses changes (qrnca.config_usage.USES, the one
+"""Every rule reruns exactly when a config value it uses changes (qrnca.workflow.config_usage.USES, the one
 source of truth), and execution settings rerun nothing.
 
 The fast tests check the table against the schema, the rule files and the scripts. The slow one
@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from demo_workflow import DEMO, REPO, downstream, planned, rule_graph, rule_scripts
-from qrnca import config_usage
-from qrnca.code_deps import INFRASTRUCTURE, module_of, script_dependencies
+from qrnca.workflow import config_usage
+from qrnca.workflow.code_deps import INFRASTRUCTURE, module_of, script_dependencies
 
 SCHEMA = yaml.safe_load((REPO / "config/schema/config.schema.yaml").read_text())
 KEYS = config_usage.schema_keys(SCHEMA)
@@ -153,15 +153,15 @@ def test_params_hold_single_values_never_sections():
 
 def test_library_dependencies_follow_lazy_imports_and_skip_infrastructure(tmp_path):
     script = tmp_path / "script.py"
-    script.write_text("from qrnca.workflow import job\n\ndef later():\n"
-                      "    from qrnca.plots import save_figure\n")
+    script.write_text("from qrnca.workflow.job import job\n\ndef later():\n"
+                      "    from qrnca.outputs.plots import save_figure\n")
     modules = {module_of(f) for f in script_dependencies(script)}
-    assert {"qrnca", "qrnca.plots", "qrnca.io", "qrnca.errors", "qrnca.paper_values"} <= modules
+    assert {"qrnca", "qrnca.outputs.plots", "qrnca.io", "qrnca.errors", "qrnca.outputs.paper_values"} <= modules
     assert not modules & INFRASTRUCTURE
     attribute = {module_of(f) for f in script_dependencies(REPO / "workflow_scripts/attribute.py")}
     assert {"qrnca.attribution.fast", "qrnca.attribution.job", "qrnca.attribution",
-            "qrnca.models", "qrnca.io"} <= attribute
-    assert "qrnca.plots" not in attribute and "qrnca.config_usage" not in attribute
+            "qrnca.models.loading", "qrnca.io"} <= attribute
+    assert "qrnca.outputs.plots" not in attribute and "qrnca.workflow.config_usage" not in attribute
 
 
 # --------------------------------------------------------------------------------------------

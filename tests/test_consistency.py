@@ -6,8 +6,7 @@ import json
 import pytest
 import torch
 
-from qrnca.consistency import (check_query_ids, query_sha256, read_attribution_shards,
-                               shard_queries)
+from qrnca.consistency import check_query_ids, query_sha256, read_attribution_shards, shard_queries
 from qrnca.datasets.queries import read_dataset, write_dataset
 from qrnca.errors import DatasetError, InputError, ModelLoadError, NonFiniteError
 from qrnca.io import write_jsonl
@@ -93,8 +92,8 @@ def test_duplicate_ids_are_refused_when_the_dataset_is_read(tmp_path):
 
 
 def test_a_truncated_safetensors_file_is_named(tmp_path):
-    from qrnca.models import load_model
-    from qrnca.tiny_models import save_tiny
+    from qrnca.models.loading import load_model
+    from qrnca.models.tiny import save_tiny
 
     path = save_tiny(tmp_path / "m", "llama", ["a b c d A B C D"], layers=1, hidden=16,
                      intermediate=32)
@@ -105,7 +104,7 @@ def test_a_truncated_safetensors_file_is_named(tmp_path):
 
 
 def test_non_finite_letter_probabilities_name_query_and_prompt():
-    from qrnca.scoring import _records
+    from qrnca.evaluation.scoring import _records
 
     probs = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.1, float("nan"), 0.3, 0.4]])
     with pytest.raises(NonFiniteError, match=r"query 'q1', prompt 2: the model gives non-finite"):

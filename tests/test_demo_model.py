@@ -9,17 +9,17 @@ import random
 
 import pytest
 
+from qrnca.datasets.from_config import load_instructions
 from qrnca.datasets.mlama import build_mlama
 from qrnca.datasets.mmlu import build_mmlu
-from qrnca.demo_model import METRICS_FILE, pairs_from_queries, shuffle_options, train_demo_from_datasets, \
-    train_demo_model
-from qrnca.datasets.from_config import load_instructions
-from qrnca.demo_world import read_statements, write_demo_world
+from qrnca.demo.model import (METRICS_FILE, pairs_from_queries, shuffle_options,
+                              train_demo_from_datasets, train_demo_model)
+from qrnca.demo.world import read_statements, write_demo_world
 from qrnca.errors import InputError
+from qrnca.evaluation.scoring import accuracy_table, score_prompts
 from qrnca.io import DIR_MODE, OUTPUT_MODE
 from qrnca.io import write_jsonl
-from qrnca.models import load_model
-from qrnca.scoring import accuracy_table, score_prompts
+from qrnca.models.loading import load_model
 
 SUBJECTS = {"biology": 8, "physics": 8}
 LANGUAGES = ["xa", "xb"]

@@ -4,17 +4,11 @@ import re
 
 import pytest
 
+from qrnca.datasets.from_config import load_instructions
 from qrnca.datasets.mlama import build_mlama
 from qrnca.datasets.mmlu import build_mmlu
-from qrnca.datasets.from_config import load_instructions
-from qrnca.demo_world import (
-    DEFAULT_LANGUAGES,
-    DEFAULT_RELATIONS,
-    DEFAULT_SUBJECTS,
-    generate_demo_world,
-    read_statements,
-    write_demo_world,
-)
+from qrnca.demo.world import (DEFAULT_LANGUAGES, DEFAULT_RELATIONS, DEFAULT_SUBJECTS,
+                              generate_demo_world, read_statements, write_demo_world)
 from qrnca.errors import InputError
 
 

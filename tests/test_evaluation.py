@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from qrnca import evaluation as ev
-from qrnca import evaluation_records as er
-from qrnca import evaluation_tables as et
-from qrnca import layouts
 from qrnca.errors import InputError
-from qrnca.evaluation_plots import group_change_frame, save_group_changes
+from qrnca.evaluation import runner as ev
+from qrnca.evaluation import records as er
 from qrnca.io import read_jsonl
-from qrnca.models import PromptEncoding, letter_token_ids, load_model
-from qrnca.tiny_models import save_tiny
+from qrnca.models import layouts
+from qrnca.models.loading import PromptEncoding, letter_token_ids, load_model
+from qrnca.models.tiny import save_tiny
+from qrnca.outputs import evaluation_tables as et
+from qrnca.outputs.evaluation_plots import group_change_frame, save_group_changes
 
 
 def rec(qid, group, op, s, p0, p1, gold="A", before="A", after="A", prompt=0):
@@ -120,7 +120,7 @@ def test_tables_put_paper_values_beside_ours():
 
 
 def test_default_paper_values_are_wired():
-    pytest.importorskip("qrnca.paper_values")
+    pytest.importorskip("qrnca.outputs.paper_values")
     records = [rec("q", "g", "boost", "related", 0.2, 0.4), rec("q", "g", "boost", "unrelated", 0.2, 0.3)]
     t4 = et.table4({("language", "qrnca"): records})
     assert t4["paper_pcr"].iloc[0] == 41.2

@@ -8,7 +8,7 @@ model) or must run without torch. Two checks, each per script:
 - at run time: a fresh interpreter runs every import statement of the script (wherever it
   stands) and the job wrapper's thread limit, then neither `torch` nor `transformers` is in
   `sys.modules`;
-- statically: no library file the script reaches (`qrnca.code_deps`, plus the job wrapper and the
+- statically: no library file the script reaches (`qrnca.workflow.code_deps`, plus the job wrapper and the
   provenance writer it leaves out) imports them anywhere, not even inside a function, so no code
   path of the job can load them later.
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from qrnca.code_deps import INFRASTRUCTURE, PACKAGE_DIR, script_dependencies
+from qrnca.workflow.code_deps import INFRASTRUCTURE, PACKAGE_DIR, script_dependencies
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "workflow_scripts"
@@ -97,7 +97,7 @@ def test_library_code_of_the_script_never_imports_torch(script):
 def test_the_script_imports_without_torch(script):
     code = "\n".join([
         *_import_statements(SCRIPTS / f"{script}.py"),
-        "from qrnca.workflow import limit_threads",
+        "from qrnca.workflow.job import limit_threads",
         "limit_threads(1)",
         "import sys",
         f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))",

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from qrnca import layouts
 from qrnca.errors import InputError
-from qrnca.interventions import CLEAN, Edit, SharedPrefix, intervene
-from qrnca.tiny_models import build_model
+from qrnca.evaluation.interventions import CLEAN, Edit, SharedPrefix, intervene
+from qrnca.models import layouts
+from qrnca.models.tiny import build_model
 
 LETTERS = {"A": 4, "B": 5, "C": 6, "D": 7}
 ARCHS = {"llama": {}, "mistral": {"kv_heads": 1}, "gpt2": {}, "gemma2": {"kv_heads": 1},
@@ -152,7 +152,7 @@ def _multipliers_one_by_one(edits, shape, device=None):
 
 @pytest.mark.parametrize("seed", range(6))
 def test_vectorised_multipliers_equal_the_per_neuron_loop(seed):
-    from qrnca.interventions import _multipliers
+    from qrnca.evaluation.interventions import _multipliers
 
     rng = np.random.default_rng(seed)
     shape = (5, 17)
@@ -179,7 +179,7 @@ def test_vectorised_multipliers_equal_the_per_neuron_loop(seed):
 
 
 def test_vectorised_multipliers_name_the_first_neuron_outside_the_grid():
-    from qrnca.interventions import _multipliers
+    from qrnca.evaluation.interventions import _multipliers
 
     edits = [CLEAN, Edit.of([(9, 9)], 1.0), Edit.of([(0, 1), (2, -1), (5, 0)], 0.0)]
     with pytest.raises(InputError, match=r"neuron \(2, -1\) is outside .* 5 x 17") as got:

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from qrnca import layouts
 from qrnca.errors import UnknownLayoutError
-from qrnca.tiny_models import build_model
+from qrnca.models import layouts
+from qrnca.models.tiny import build_model
 
 FAMILIES = ["llama", "mistral", "qwen2", "gemma", "gpt2", "gpt_neox", "opt", "phi"]
 

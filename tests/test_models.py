@@ -1,8 +1,8 @@
 import pytest
 
 from qrnca.errors import InputError, LetterTokenError
-from qrnca.models import PromptEncoding, letter_token_ids, load_model
-from qrnca.tiny_models import save_tiny, train_word_tokenizer
+from qrnca.models.loading import PromptEncoding, letter_token_ids, load_model
+from qrnca.models.tiny import save_tiny, train_word_tokenizer
 
 
 def test_letters_are_single_tokens_in_word_tokenizer():

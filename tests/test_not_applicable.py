@@ -7,16 +7,16 @@ import math
 import pytest
 import torch
 
-from qrnca import evaluation as ev
-from qrnca import evaluation_records as er
-from qrnca import evaluation_tables as et
 from qrnca.attribution import attribute_dataset
 from qrnca.attribution.logprob import logprob_applicability
-from qrnca.baselines import baseline_rows
 from qrnca.errors import InputError
-from qrnca.methods import NOT_APPLICABLE, not_applicable_reason
-from qrnca.selection import run_qrnca
-from qrnca.tiny_models import build_model, train_word_tokenizer
+from qrnca.evaluation import runner as ev
+from qrnca.evaluation import records as er
+from qrnca.models.tiny import build_model, train_word_tokenizer
+from qrnca.neurons.baselines import baseline_rows
+from qrnca.neurons.methods import NOT_APPLICABLE, not_applicable_reason
+from qrnca.neurons.selection import run_qrnca
+from qrnca.outputs import evaluation_tables as et
 
 WORDS = "respond with the letter . which city is it ? paris rome madrid berlin answer :"
 

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from qrnca.errors import OutputError
-from qrnca.evaluation_plots import save_group_changes
 from qrnca.io import OUTPUT_MODE, atomic_open, write_json, write_jsonl
-from qrnca.plots import fig2b_layers
+from qrnca.outputs.evaluation_plots import save_group_changes
+from qrnca.outputs.plots import fig2b_layers
 
 BIG = [{"id": f"q{i}", "text": "x" * 200} for i in range(2000)]  # ~450 KiB
 
@@ -42,8 +42,8 @@ def test_a_full_disk_while_drawing_a_figure_names_it(small_disk):
 
 
 def test_a_full_disk_while_saving_the_demo_model_names_its_folder(small_disk):
-    from qrnca.demo_model import _save_atomically
-    from qrnca.tiny_models import build_model, train_word_tokenizer
+    from qrnca.demo.model import _save_atomically
+    from qrnca.models.tiny import build_model, train_word_tokenizer
 
     disk, mounted = small_disk
     if not mounted:
@@ -75,7 +75,7 @@ def test_every_writer_gives_one_permission(tmp_path):
 
 def test_figures_3_and_4_are_byte_identical_on_a_rerun_and_honour_the_dpi(tmp_path):
     """The Figure 3 / 4 PDFs used to embed their creation date; every figure now goes through
-    `qrnca.plots.save_figure`."""
+    `qrnca.outputs.plots.save_figure`."""
     paths = [tmp_path / "f.pdf", tmp_path / "f.png"]
     save_group_changes(_by_group(), "boost", paths)
     first = [p.read_bytes() for p in paths]
@@ -91,8 +91,8 @@ def _png_width(path) -> int:
 
 
 def test_figure_dpi_reaches_every_figure(tmp_path):
-    from qrnca.analysis import heatmap_grids
-    from qrnca.plots import fig2a_overlap, fig5_heatmaps
+    from qrnca.outputs.analysis import heatmap_grids
+    from qrnca.outputs.plots import fig2a_overlap, fig5_heatmaps
 
     overlap = pd.DataFrame([[1.0, 0.3], [0.3, 1.0]], index=["a", "b"], columns=["a", "b"])
     distribution = pd.DataFrame({"layer": [0, 1], "neurons": [3, 1]})

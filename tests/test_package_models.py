@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-from qrnca import package_models as pm
+from qrnca.models import packaged as pm
 
 CHUNKS = [b"GGUF-part-one|", b"part-two|", b"end"]
 

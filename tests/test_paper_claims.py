@@ -10,9 +10,9 @@ import sys
 import pandas as pd
 import pytest
 
-from qrnca import paper_claims as pcl
-from qrnca import paper_values
 from qrnca.errors import InputError
+from qrnca.outputs import paper_claims as pcl
+from qrnca.outputs import paper_values
 
 KINDS = {"dom": "domain", "lang": "language"}
 
@@ -93,10 +93,10 @@ def test_pcr_not_applicable_nan_and_inf_are_explicit():
 
 
 def test_pcr_from_the_library_table_through_csv(tmp_path):
-    """Table 4 as `qrnca.evaluation_tables.table4` writes it (a not-applicable method, the note
+    """Table 4 as `qrnca.outputs.evaluation_tables.table4` writes it (a not-applicable method, the note
     column), read back from CSV as the workflow does."""
-    from qrnca import evaluation_tables
-    from qrnca.methods import NOT_APPLICABLE
+    from qrnca.outputs import evaluation_tables
+    from qrnca.neurons.methods import NOT_APPLICABLE
 
     def rec(qid, group, op, s, p0, p1):
         return {"id": qid, "group": group, "op": op, "set": s, "gold": "A", "p0": p0, "p1": p1,
@@ -252,7 +252,7 @@ def test_common_tokens_not_produced():
 
 
 def test_categories_match_the_table5_module():
-    from qrnca import vocab_projection
+    from qrnca.neurons import vocab_projection
 
     assert pcl.CATEGORIES == vocab_projection.CATEGORIES
 
@@ -336,7 +336,7 @@ def test_frame_columns_models_and_bad_input():
 
 
 def test_markdown_section_and_csv(tmp_path):
-    from qrnca import paper_comparison as pc
+    from qrnca.outputs import paper_comparison as pc
 
     claims = _claims({"table6": _table6(3.0, 0.3), "fig2b": _fig2b([1, 3, 1])}, {"dom": "domain"})
     text = pcl.markdown(claims)
@@ -360,6 +360,6 @@ def test_markdown_section_and_csv(tmp_path):
 
 
 def test_imports_without_torch():
-    code = "import sys, qrnca.paper_claims; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, qrnca.outputs.paper_claims; assert 'torch' not in sys.modules, 'torch imported'"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from qrnca import paper_comparison as pc
-from qrnca import paper_values
 from qrnca.errors import InputError
+from qrnca.outputs import paper_comparison as pc
+from qrnca.outputs import paper_values
 
 
 def _table4(dataset="domain"):
@@ -171,7 +171,7 @@ def test_writers_markdown_sections_and_csv(tmp_path):
 
 
 def test_accepts_the_tables_the_library_produces():
-    from qrnca import analysis, evaluation, prediction
+    from qrnca.outputs import analysis, evaluation_tables, prediction_table
 
     def rec(qid, group, op, s, p0, p1, before="A", after="A"):
         return {"id": qid, "group": group, "op": op, "set": s, "gold": "A", "p0": p0, "p1": p1,
@@ -181,11 +181,11 @@ def test_accepts_the_tables_the_library_produces():
                for op, p1, after in (("boost", 0.6, "A"), ("suppress", 0.1, "B"))
                for s in ("related", "unrelated")]
     results = {("domain", "qrnca"): records}
-    t4, t6 = evaluation.table4(results), evaluation.table6(results)
+    t4, t6 = evaluation_tables.table4(results), evaluation_tables.table6(results)
     rows = [{"id": "q1", "group": "biology", "neurons": [[0, 1], [0, 2]]}]
     t3 = analysis.table3(rows).assign(dataset="domain")
-    t7 = prediction.table7([{"id": "h1", "group": "biology", "prompt": 0, "gold": "A",
-                             "n_neurons": 2, "neuron_predicted": "A", "prompt_predicted": "B"}])
+    t7 = prediction_table.table7([{"id": "h1", "group": "biology", "prompt": 0, "gold": "A",
+                                   "n_neurons": 2, "neuron_predicted": "A", "prompt_predicted": "B"}])
     fig2a = {"domain": analysis.overlap_matrix(rows)}
     df = pc.paper_comparison({"m": {"table3": t3, "table4": t4, "table6": t6, "table7": t7,
                                     "fig2a": fig2a}})

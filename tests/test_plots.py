@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from qrnca.analysis import heatmap_grids, layer_distribution, overlap_matrix
 from qrnca.errors import InputError
-from qrnca.plots import fig2a_overlap, fig2b_layers, fig5_heatmaps, zero_white_scale
+from qrnca.outputs.analysis import heatmap_grids, layer_distribution, overlap_matrix
+from qrnca.outputs.plots import fig2a_overlap, fig2b_layers, fig5_heatmaps, zero_white_scale
 
 PNG = b"\x89PNG\r\n\x1a\n"
 PDF = b"%PDF"

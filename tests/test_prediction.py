@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 import torch
 
-from qrnca import prediction as pr
-from qrnca import prediction_table as t7
 from qrnca.errors import InputError
-from qrnca.layouts import record_last_position
-from qrnca.models import PromptEncoding
-from qrnca.scoring import score_prompts
-from qrnca.tiny_models import build_model, train_word_tokenizer
+from qrnca.evaluation import prediction as pr
+from qrnca.evaluation.scoring import score_prompts
+from qrnca.models.layouts import record_last_position
+from qrnca.models.loading import PromptEncoding
+from qrnca.models.tiny import build_model, train_word_tokenizer
+from qrnca.outputs import prediction_table as t7
 
 TEMPLATE = "Reply with the letter only . Question : {q} ? A . red B . blue C . green D . gold Response :"
 QUESTIONS = ["what is grass", "what is sky", "what is sun"]

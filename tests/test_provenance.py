@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from qrnca import provenance as prov
+from qrnca.workflow import provenance as prov
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,7 +81,7 @@ def test_records_hold_checksums_params_config_and_environment(chain):
     assert csv_rec["packages"]["torch"] and csv_rec["packages"]["snakemake"]
     # tmp_path is outside any git tree: the code version is that of the qrnca package that ran
     assert csv_rec["code"]["workdir"] == {"commit": "unknown", "dirty": None}
-    assert csv_rec["code"]["path"] == str(Path(prov.__file__).resolve().parent)
+    assert csv_rec["code"]["path"] == str(Path(prov.__file__).resolve().parents[1])
     assert csv_rec["code"]["commit"]
     assert csv_rec["wall_time_s"] >= 0 and csv_rec["finished"] >= csv_rec["started"]
     assert csv_rec["host"]["hostname"]
@@ -238,8 +238,8 @@ def test_record_job_reads_a_snakemake_object(tmp_path, monkeypatch):
 
 
 def test_model_provenance(tmp_path):
-    from qrnca.models import load_model
-    from qrnca.tiny_models import save_tiny
+    from qrnca.models.loading import load_model
+    from qrnca.models.tiny import save_tiny
 
     save_tiny(tmp_path / "tiny", layers=1, hidden=8)
     model, _ = load_model({"name": "tiny", "path": str(tmp_path / "tiny")})
@@ -255,8 +255,8 @@ def test_model_provenance(tmp_path):
 
 def test_paths_inside_the_workdir_are_recorded_relative(tmp_path, monkeypatch):
     """Two clones at different places write the same records (only timing fields differ)."""
-    from qrnca.models import load_model
-    from qrnca.tiny_models import save_tiny
+    from qrnca.models.loading import load_model
+    from qrnca.models.tiny import save_tiny
 
     monkeypatch.chdir(tmp_path)
     save_tiny(tmp_path / "tiny", layers=1, hidden=8)
@@ -265,7 +265,7 @@ def test_paths_inside_the_workdir_are_recorded_relative(tmp_path, monkeypatch):
 
 
 def test_model_identity_names_the_weights_without_loading_them(tmp_path, monkeypatch):
-    from qrnca.tiny_models import save_tiny
+    from qrnca.models.tiny import save_tiny
 
     monkeypatch.chdir(tmp_path)
     save_tiny(tmp_path / "tiny", layers=1, hidden=8)
@@ -299,7 +299,7 @@ def test_timing_is_kept_apart_and_library_files_are_summed_up(chain):
 
 
 def test_command_line_entry_points(chain):
-    for cmd in ([sys.executable, "-m", "qrnca.provenance"],
+    for cmd in ([sys.executable, "-m", "qrnca.workflow.provenance"],
                 [str(Path(sys.executable).parent / "qrnca-lineage")]):
         if not Path(cmd[0]).exists():
             pytest.fail(f"{cmd[0]} missing: run `.venv/bin/pip install -e . --no-deps`")
@@ -308,6 +308,6 @@ def test_command_line_entry_points(chain):
         assert res.returncode == 0, res.stderr
         assert "results/datasets/domain.jsonl  [build_dataset]" in res.stdout
     (chain / "resources/raw/mmlu/bio.csv").unlink()
-    res = subprocess.run([sys.executable, "-m", "qrnca.provenance", "results/m/tables/table3.csv"],
+    res = subprocess.run([sys.executable, "-m", "qrnca.workflow.provenance", "results/m/tables/table3.csv"],
                          cwd=chain, capture_output=True, text=True)
     assert res.returncode == 1 and "changed" in res.stdout

@@ -21,8 +21,8 @@ import yaml
 
 from demo_workflow import (DATASETS, DEMO, MODEL, REPO, copy_workflow, downstream, job_counts,
                            planned, rule_graph, rule_scripts, snakemake, workflow_env)
-from qrnca.code_deps import module_of, script_dependencies
 from qrnca.io import DIR_MODE, OUTPUT_MODE
+from qrnca.workflow.code_deps import module_of, script_dependencies
 from result_comparison import compare_results
 
 pytestmark = pytest.mark.slow
@@ -121,19 +121,19 @@ def test_editing_a_library_function_reruns_exactly_the_rules_that_use_it(demo_co
     work = demo_copy
     graph = rule_graph(work, *DEMO)
     scripts = rule_scripts(work)
-    for module in ("plots", "selection"):
+    for module in ("outputs.plots", "neurons.selection"):
         users = {rule for rule, script in scripts.items()
                  if f"qrnca.{module}" in {module_of(f) for f in script_dependencies(
                      REPO / "workflow_scripts" / f"{script}.py")}}
         expected = downstream(graph, users) | {"all"}
-        edited = work / "qrnca" / f"{module}.py"
+        edited = work / "qrnca" / f"{module.replace('.', '/')}.py"
         original, mtime = edited.read_bytes(), edited.stat().st_mtime_ns
         edited.write_text(original.decode() + "\n# an edit\n")
         assert planned(work, *DEMO) == expected, module
         edited.write_bytes(original)
         os.utime(edited, ns=(mtime, mtime))  # as before the edit
     assert "attribute" not in expected and "select_qrnca" in expected
-    infrastructure = work / "qrnca" / "provenance.py"
+    infrastructure = work / "qrnca" / "workflow" / "provenance.py"
     infrastructure.write_text(infrastructure.read_text() + "\n# an edit\n")
     assert planned(work, *DEMO) == set()
 

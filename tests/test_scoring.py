@@ -5,17 +5,11 @@ import pytest
 import torch
 
 from qrnca.errors import InputError
-from qrnca.models import PromptEncoding, letter_token_ids, load_model
-from qrnca.scoring import (
-    ACCURACY_COLUMNS,
-    accuracy_table,
-    encoding_study,
-    left_padded_batch,
-    score_prompts,
-    write_accuracy,
-    write_scores,
-)
-from qrnca.tiny_models import save_tiny
+from qrnca.evaluation.scoring import (ACCURACY_COLUMNS, accuracy_table, encoding_study,
+                                      left_padded_batch, score_prompts, write_accuracy,
+                                      write_scores)
+from qrnca.models.loading import PromptEncoding, letter_token_ids, load_model
+from qrnca.models.tiny import save_tiny
 
 CORPUS = [
     "Answer with the letter . Which one is it ? A . red B . blue C . green D . black Response :",

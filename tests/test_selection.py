@@ -20,15 +20,8 @@ import math
 import pytest
 
 from qrnca.errors import InputError
-from qrnca.selection import (
-    AttributionRecordError,
-    coarse_neurons,
-    common_neurons,
-    ica,
-    query_cluster,
-    run_qrnca,
-    select,
-)
+from qrnca.neurons.selection import (AttributionRecordError, coarse_neurons, common_neurons, ica,
+                                     query_cluster, run_qrnca, select)
 from record_builders import prompt
 
 A, B, C, D, E, F, G, H = (0, 0), (1, 2), (0, 1), (2, 3), (3, 0), (3, 4), (2, 0), (1, 1)

@@ -37,7 +37,7 @@ import pytest
 import yaml
 
 from demo_workflow import DATASETS, DEMO, MODEL, copy_workflow, job_counts, workflow_env
-from qrnca.provenance import TIMING_FIELDS
+from qrnca.workflow.provenance import TIMING_FIELDS
 from result_comparison import compare_results
 from real_slurm import (ACCOUNT, CPU_PARTITION, GPU_PARTITION, GPU_TYPE, Cluster,
                         SlurmUnavailable, start_cluster)

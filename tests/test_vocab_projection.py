@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from qrnca import vocab_projection as vp
 from qrnca.errors import InputError
-from qrnca.layouts import down_proj_weight, final_norm
-from qrnca.tiny_models import build_model, train_word_tokenizer
+from qrnca.models.layouts import down_proj_weight, final_norm
+from qrnca.models.tiny import build_model, train_word_tokenizer
+from qrnca.neurons import vocab_projection as vp
 
 CORPUS = ["the cat sat on the mat in May , 1999 . A B C D", "June of dog ; house 42 ."]
 

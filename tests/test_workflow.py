@@ -125,7 +125,7 @@ def test_report_holds_every_table_and_figure(demo):
 
 
 def lineage(workdir: Path, path: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "qrnca.provenance", path], cwd=workdir,
+    return subprocess.run([sys.executable, "-m", "qrnca.workflow.provenance", path], cwd=workdir,
                           text=True, capture_output=True, timeout=300)
 
 
@@ -206,7 +206,7 @@ def test_paper_dag_on_real_raw_data_with_a_tiny_random_model(tmp_path):
     Llama instead of a 7B model: catches what the synthetic world cannot (real prompts, six
     scripts, repeated MMLU options, the paper-value comparisons)."""
     from qrnca.datasets import build_from_spec
-    from qrnca.tiny_models import save_tiny
+    from qrnca.models.tiny import save_tiny
 
     domain = {"name": "domain", "source": "mmlu", "raw": str(SHARED / "mmlu"),
               "groups": {s: 2 for s in ["biology", "physics", "chemistry", "mathematics",

@@ -3,11 +3,11 @@
 from qrnca.attribution.job import attribute_dataset
 from qrnca.attribution.logprob import read_ranges
 from qrnca.datasets.queries import read_dataset
-from qrnca.device import resolve_device
-from qrnca.job_params import encoding, model_spec
-from qrnca.models import PromptEncoding, load_model
-from qrnca.provenance import checksum, model_identity, model_provenance
-from qrnca.workflow import execution_setting, job
+from qrnca.models.device import resolve_device
+from qrnca.models.loading import PromptEncoding, load_model
+from qrnca.workflow.job import execution_setting, job
+from qrnca.workflow.params import encoding, model_spec
+from qrnca.workflow.provenance import checksum, model_identity, model_provenance
 
 with job(snakemake) as log:
     used, name = snakemake.params.used, snakemake.wildcards.model

@@ -1,10 +1,10 @@
 """One baseline's neurons per query, as many as QRNCA found for that query."""
 
-from qrnca.baselines import baseline_rows
 from qrnca.consistency import check_records, read_attribution_shards
 from qrnca.datasets.queries import read_dataset
 from qrnca.io import read_jsonl, write_jsonl
-from qrnca.workflow import job
+from qrnca.neurons.baselines import baseline_rows
+from qrnca.workflow.job import job
 
 with job(snakemake) as log:
     used, baseline = snakemake.params.used, snakemake.wildcards.baseline

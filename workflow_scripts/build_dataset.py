@@ -1,8 +1,8 @@
 """Build one multiple-choice dataset (JSONL, one query per line) from its raw source."""
 
 from qrnca.datasets import build_from_spec, write_dataset
-from qrnca.job_params import dataset_spec
-from qrnca.workflow import execution_setting, job
+from qrnca.workflow.job import execution_setting, job
+from qrnca.workflow.params import dataset_spec
 
 with job(snakemake) as log:
     spec = dataset_spec(snakemake.params.used, snakemake.wildcards.dataset)

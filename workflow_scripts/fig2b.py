@@ -2,13 +2,13 @@
 
 import pandas as pd
 
-from qrnca.analysis import layer_distribution
 from qrnca.consistency import check_records
 from qrnca.datasets.queries import read_dataset
 from qrnca.io import atomic_open, read_jsonl
-from qrnca.plots import fig2b_layers
-from qrnca.selection import record_shape
-from qrnca.workflow import job
+from qrnca.neurons.selection import record_shape
+from qrnca.outputs.analysis import layer_distribution
+from qrnca.outputs.plots import fig2b_layers
+from qrnca.workflow.job import job
 
 with job(snakemake):
     used = snakemake.params.used

@@ -1,10 +1,10 @@
 """Figures 3 / 4: related vs unrelated change per group for one operation on QRNCA neurons."""
 
 from qrnca.datasets.queries import read_dataset
-from qrnca.evaluation_records import read_evaluation
-from qrnca.evaluation_tables import pcr_summary
-from qrnca.evaluation_plots import save_group_changes
-from qrnca.workflow import job
+from qrnca.evaluation.records import read_evaluation
+from qrnca.outputs.evaluation_plots import save_group_changes
+from qrnca.outputs.evaluation_tables import pcr_summary
+from qrnca.workflow.job import job
 
 with job(snakemake):
     used = snakemake.params.used

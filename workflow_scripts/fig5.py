@@ -1,9 +1,9 @@
 """Figure 5: per group, summed NA x ICA on the layer x (binned) neuron-index grid."""
 
-from qrnca.analysis import heatmap_grids
 from qrnca.io import read_jsonl
-from qrnca.plots import fig5_heatmaps
-from qrnca.workflow import job
+from qrnca.outputs.analysis import heatmap_grids
+from qrnca.outputs.plots import fig5_heatmaps
+from qrnca.workflow.job import job
 
 with job(snakemake):
     used = snakemake.params.used

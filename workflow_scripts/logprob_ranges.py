@@ -2,11 +2,11 @@
 model, read by every attribution job)."""
 
 from qrnca.attribution.logprob import direction_ranges, logprob_applicability, write_ranges
-from qrnca.device import resolve_device
-from qrnca.job_params import model_spec
-from qrnca.models import load_model
-from qrnca.provenance import model_provenance
-from qrnca.workflow import execution_setting, job
+from qrnca.models.device import resolve_device
+from qrnca.models.loading import load_model
+from qrnca.workflow.job import execution_setting, job
+from qrnca.workflow.params import model_spec
+from qrnca.workflow.provenance import model_provenance
 
 with job(snakemake) as log:
     spec = model_spec(snakemake.params.used, snakemake.wildcards.model)

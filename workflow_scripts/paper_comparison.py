@@ -3,9 +3,9 @@ claims decided on our tables (a Markdown section and their own CSV)."""
 
 import pandas as pd
 
-from qrnca import paper_claims
-from qrnca.paper_comparison import paper_comparison, write_csv, write_markdown
-from qrnca.workflow import job
+from qrnca.outputs import paper_claims
+from qrnca.outputs.paper_comparison import paper_comparison, write_csv, write_markdown
+from qrnca.workflow.job import job
 
 with job(snakemake) as log:
     used = snakemake.params.used

@@ -3,13 +3,13 @@
 from qrnca.consistency import check_records
 from qrnca.datasets import build_from_spec
 from qrnca.datasets.queries import read_dataset
-from qrnca.device import resolve_device
+from qrnca.evaluation.prediction import domain_neurons, neuron_based_predictions, write_predictions
 from qrnca.io import read_jsonl
-from qrnca.job_params import dataset_spec, encoding, model_spec
-from qrnca.models import PromptEncoding, load_model
-from qrnca.prediction import domain_neurons, neuron_based_predictions, write_predictions
-from qrnca.provenance import model_provenance
-from qrnca.workflow import execution_setting, job
+from qrnca.models.device import resolve_device
+from qrnca.models.loading import PromptEncoding, load_model
+from qrnca.workflow.job import execution_setting, job
+from qrnca.workflow.params import dataset_spec, encoding, model_spec
+from qrnca.workflow.provenance import model_provenance
 
 with job(snakemake) as log:
     used = snakemake.params.used

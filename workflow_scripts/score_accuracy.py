@@ -1,12 +1,12 @@
 """Prompt-based accuracy of a model on one dataset (per group and overall)."""
 
 from qrnca.datasets.queries import read_dataset
-from qrnca.device import resolve_device
-from qrnca.job_params import encoding, model_spec
-from qrnca.models import PromptEncoding, load_model
-from qrnca.provenance import model_provenance
-from qrnca.scoring import encoding_study, write_accuracy, write_scores
-from qrnca.workflow import execution_setting, job
+from qrnca.evaluation.scoring import encoding_study, write_accuracy, write_scores
+from qrnca.models.device import resolve_device
+from qrnca.models.loading import PromptEncoding, load_model
+from qrnca.workflow.job import execution_setting, job
+from qrnca.workflow.params import encoding, model_spec
+from qrnca.workflow.provenance import model_provenance
 
 with job(snakemake) as log:
     used = snakemake.params.used

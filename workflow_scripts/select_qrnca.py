@@ -3,8 +3,8 @@
 from qrnca.consistency import read_attribution_shards
 from qrnca.datasets.queries import read_dataset
 from qrnca.io import write_json, write_jsonl
-from qrnca.selection import run_qrnca
-from qrnca.workflow import job
+from qrnca.neurons.selection import run_qrnca
+from qrnca.workflow.job import job
 
 with job(snakemake) as log:
     used = snakemake.params.used

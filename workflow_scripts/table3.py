@@ -2,11 +2,11 @@
 
 import pandas as pd
 
-from qrnca.analysis import table3
 from qrnca.consistency import check_records
 from qrnca.datasets.queries import read_dataset
 from qrnca.io import atomic_open, read_jsonl
-from qrnca.workflow import job
+from qrnca.outputs.analysis import table3
+from qrnca.workflow.job import job
 
 with job(snakemake) as log:
     frames = []

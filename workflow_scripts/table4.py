@@ -1,10 +1,10 @@
 """Table 4: PCR per dataset, method and operation, with the paper's values beside ours."""
 
 from qrnca.datasets.queries import read_dataset
-from qrnca.evaluation_records import read_results
-from qrnca.evaluation_tables import table4
+from qrnca.evaluation.records import read_results
 from qrnca.io import atomic_open
-from qrnca.workflow import job
+from qrnca.outputs.evaluation_tables import table4
+from qrnca.workflow.job import job
 
 with job(snakemake) as log:
     used = snakemake.params.used

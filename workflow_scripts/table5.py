@@ -2,13 +2,13 @@
 
 import json
 
-from qrnca.device import resolve_device
-from qrnca.job_params import model_spec
-from qrnca.layouts import grid_shape
-from qrnca.models import load_model
-from qrnca.provenance import model_provenance
-from qrnca.vocab_projection import summarize, table5, write_summary, write_table5
-from qrnca.workflow import execution_setting, job
+from qrnca.models.device import resolve_device
+from qrnca.models.layouts import grid_shape
+from qrnca.models.loading import load_model
+from qrnca.neurons.vocab_projection import summarize, table5, write_summary, write_table5
+from qrnca.workflow.job import execution_setting, job
+from qrnca.workflow.params import model_spec
+from qrnca.workflow.provenance import model_provenance
 
 with job(snakemake) as log:
     used = snakemake.params.used

@@ -3,8 +3,8 @@
 import pandas as pd
 
 from qrnca.io import read_jsonl
-from qrnca.prediction_table import table7, write_table7
-from qrnca.workflow import job
+from qrnca.outputs.prediction_table import table7, write_table7
+from qrnca.workflow.job import job
 
 with job(snakemake) as log:
     used = snakemake.params.used

@@ -3,9 +3,9 @@
 from pathlib import Path
 
 from qrnca.datasets import build_from_spec
-from qrnca.demo_model import train_demo_from_datasets
-from qrnca.job_params import dataset_spec
-from qrnca.workflow import execution_setting, job
+from qrnca.demo.model import train_demo_from_datasets
+from qrnca.workflow.job import execution_setting, job
+from qrnca.workflow.params import dataset_spec
 
 with job(snakemake) as log:
     used = snakemake.params.used

@@ -38,15 +38,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .common import (
-    CleanState,
-    PromptAttribution,
-    check_prompt,
-    frozen_weights,
-    ig_alphas,
-    log,
-    model_device,
-)
+from .common import (CleanState, PromptAttribution, check_prompt, frozen_weights, ig_alphas, log,
+                     model_device)
 from .lasttoken import LastTokenRunner, PromptContext
 
 #: One prompt of a staircase: its context (prefix keys/values), its clean state, its target id.
@@ -188,7 +181,7 @@ def fast_ig(model: nn.Module, input_ids: torch.Tensor, target_id: int, *, steps:
     `max_rows` bounds the number of (layer, α) rows per backward (None: all L × steps at once);
     on CUDA out-of-memory it is halved and the failed chunk retried (logged). Raises
     `UnsupportedModelError` for families the last-token runner does not know (see
-    `qrnca.families`). Returns IG and activations as float32 CPU
+    `qrnca.models.families`). Returns IG and activations as float32 CPU
     tensors plus the clean state (on the model's device) for the log-probability baseline.
     """
     runner = LastTokenRunner(model)

@@ -28,12 +28,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import layouts
 from ..consistency import query_sha256, shard_queries
 from ..errors import AttributionError, InputError
 from ..io import dumps_line, output_error, write_json, write_jsonl
-from ..methods import not_applicable
-from ..models import PromptEncoding
+from ..models import layouts
+from ..models.loading import PromptEncoding
+from ..neurons.methods import not_applicable
 from .common import PromptAttribution, log
 from .fast import fast_ig, fast_ig_batch
 from .lasttoken import supports_fast

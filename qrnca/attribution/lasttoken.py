@@ -14,7 +14,7 @@ projections, activation, rotary embedding at position T-1), so biases, RMSNorm v
 embedding scales come from the model itself; only the attention of one query against
 [prefix ; itself] is written here (grouped-query heads are grouped onto their kv head, the softmax
 is taken in float32). Which families are supported, and what one of their decoder layers computes,
-is registered in `qrnca.families` (`Family.fast`); others raise `UnsupportedModelError`.
+is registered in `qrnca.models.families` (`Family.fast`); others raise `UnsupportedModelError`.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .. import families, layouts
 from ..errors import InputError
-from ..families import DecoderBlock
+from ..models import families, layouts
+from ..models.families import DecoderBlock
 from .common import CleanState, target_probability
 
 
@@ -36,7 +36,7 @@ class UnsupportedModelError(InputError):
 
 
 def fast_families() -> list[str]:
-    """The registered families (`qrnca.families`) that the fast method supports."""
+    """The registered families (`qrnca.models.families`) that the fast method supports."""
     return sorted(name for name, family in families.FAMILIES.items() if family.fast is not None)
 
 
@@ -68,7 +68,7 @@ def _block(model: nn.Module) -> DecoderBlock:
         raise UnsupportedModelError(
             f"{type(model).__name__}: decoder layer {type(layer).__name__} lacks {missing}, which "
             f"the registered {block.style!r} block of model_type "
-            f"{families.model_type_of(model)!r} names (qrnca.families)"
+            f"{families.model_type_of(model)!r} names (qrnca.models.families)"
         )
     return block
 
@@ -118,7 +118,7 @@ def attend_last(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, prefix_k: tor
 class LastTokenRunner:
     """Layer-by-layer computation of last-token rows of one model (see the module docstring).
 
-    What a layer computes comes from the family's `DecoderBlock` (`qrnca.families`): which norms
+    What a layer computes comes from the family's `DecoderBlock` (`qrnca.models.families`): which norms
     surround attention and the FFN, and how positions enter."""
 
     def __init__(self, model: nn.Module):

@@ -32,9 +32,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .. import layouts
 from ..errors import InputError
-from ..families import family_of
+from ..models import layouts
+from ..models.families import family_of
 from .common import CleanState, check_prompt, model_device, target_probability
 
 #: Elements of one (vocab × neurons) direction block (float32): bounds its memory.

@@ -4,7 +4,7 @@ For every layer l, a batch of m copies of the FULL prompt is run with a forward 
 layer's FFN down projection that replaces the last position's input by α_k · h̄ (a leaf tensor
 that requires grad); the target probabilities of the m rows are summed and differentiated once.
 This costs L × m full-sequence forward and backward passes per prompt, and it is the test oracle
-of the fast method (`qrnca.attribution.fast`). It works for every family in `qrnca.layouts`
+of the fast method (`qrnca.attribution.fast`). It works for every family in `qrnca.models.layouts`
 because it only uses the down-projection hooks.
 """
 
@@ -15,15 +15,9 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from .. import layouts
-from .common import (
-    PromptAttribution,
-    check_prompt,
-    frozen_weights,
-    ig_alphas,
-    model_device,
-    target_probability,
-)
+from ..models import layouts
+from .common import (PromptAttribution, check_prompt, frozen_weights, ig_alphas, model_device,
+                     target_probability)
 
 
 def _last_logits(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:

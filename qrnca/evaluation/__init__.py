@@ -1,0 +1,2 @@
+"""Evaluation with the model: prompt accuracy, the boost / suppress interventions,
+neuron-based prediction, and the records they write (read without torch)."""
