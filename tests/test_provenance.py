@@ -1,4 +1,4 @@
-"""Provenance records and lineage on a synthetic three-step chain (raw -> dataset -> table)."""
+"""Provenance records and their lineage on a synthetic three-step chain (raw -> dataset -> table)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from qrnca.workflow import lineage as lin
 from qrnca.workflow import provenance as prov
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,7 +93,7 @@ def test_records_hold_checksums_params_config_and_environment(chain):
 
 
 def test_lineage_names_every_upstream_file_and_checksum(chain):
-    nodes = prov.lineage("results/m/tables/table3.csv", root=chain)
+    nodes = lin.lineage("results/m/tables/table3.csv", root=chain)
     paths = [n["path"] for n in nodes]
     assert paths == ["results/m/tables/table3.csv", "results/datasets/domain.jsonl",
                      "resources/raw/mmlu", "config/config.yaml"]
@@ -101,54 +102,54 @@ def test_lineage_names_every_upstream_file_and_checksum(chain):
     assert all(n["status"] == "ok" for n in nodes)
     cfg = next(n for n in nodes if n["path"] == "config/config.yaml")
     assert cfg["sha256"] == sha(b"seed: 7\n") == cfg["current_sha256"]
-    assert not prov.lineage_flagged(nodes)
+    assert not lin.lineage_flagged(nodes)
 
 
 def test_changed_raw_file_flags_the_lineage(chain, capsys):
-    assert prov.lineage_main(["results/m/tables/table3.csv", "--root", str(chain)]) == 0
+    assert lin.lineage_main(["results/m/tables/table3.csv", "--root", str(chain)]) == 0
     out = capsys.readouterr().out
     assert "resources/raw/mmlu  (no record)" in out and "ok:" in out
 
     (chain / "resources/raw/mmlu/chem.csv").write_text("q2,a,b,c,d,C\n")
-    nodes = prov.lineage("results/m/tables/table3.csv", root=chain)
+    nodes = lin.lineage("results/m/tables/table3.csv", root=chain)
     status = {n["path"]: n["status"] for n in nodes}
     assert status["resources/raw/mmlu"] == "changed"
     assert status["results/datasets/domain.jsonl"] == "ok"
-    assert prov.lineage_flagged(nodes)
-    assert prov.lineage_main(["results/m/tables/table3.csv", "--root", str(chain)]) == 1
+    assert lin.lineage_flagged(nodes)
+    assert lin.lineage_main(["results/m/tables/table3.csv", "--root", str(chain)]) == 1
     out = capsys.readouterr().out
     assert "FLAGGED" in out and "changed (now" in out
-    assert prov.lineage_main(["results/m/tables/table3.csv", "--root", str(chain), "--json"]) == 1
+    assert lin.lineage_main(["results/m/tables/table3.csv", "--root", str(chain), "--json"]) == 1
     doc = json.loads(capsys.readouterr().out)
     assert doc["flagged"] is True and len(doc["nodes"]) == 4
 
 
 def test_missing_upstream_and_rewritten_intermediate(chain):
     (chain / "config/config.yaml").unlink()
-    status = {n["path"]: n["status"] for n in prov.lineage("results/m/tables/table3.csv", root=chain)}
+    status = {n["path"]: n["status"] for n in lin.lineage("results/m/tables/table3.csv", root=chain)}
     assert status["config/config.yaml"] == "missing"
     write(chain, "config/config.yaml", "seed: 7\n")
     # the dataset is rebuilt with a new record, but table3 was made from the old bytes
     write(chain, "results/datasets/domain.jsonl", '{"id": "y"}\n')
     prov.write_records(["results/datasets/domain.jsonl"], ["config/config.yaml"], "build_dataset",
                        root=chain)
-    nodes = prov.lineage("results/m/tables/table3.csv", root=chain)
+    nodes = lin.lineage("results/m/tables/table3.csv", root=chain)
     ds = next(n for n in nodes if n["path"] == "results/datasets/domain.jsonl")
     assert ds["status"] == "changed" and ds["sha256"] != ds["current_sha256"]
     # the dataset's own lineage is clean again
-    assert not prov.lineage_flagged(prov.lineage("results/datasets/domain.jsonl", root=chain))
+    assert not lin.lineage_flagged(lin.lineage("results/datasets/domain.jsonl", root=chain))
 
 
 def test_output_edited_after_its_record_is_changed(chain):
     (chain / "results/m/tables/table3.csv").write_text("tampered\n")
-    top = prov.lineage("results/m/tables/table3.csv", root=chain)[0]
+    top = lin.lineage("results/m/tables/table3.csv", root=chain)[0]
     assert top["status"] == "changed"
 
 
 def test_no_record_and_missing_output_are_errors(chain, capsys):
     with pytest.raises(prov.ProvenanceError, match="config/config.yaml: no provenance record"):
-        prov.lineage("config/config.yaml", root=chain)
-    assert prov.lineage_main(["config/config.yaml", "--root", str(chain)]) == 2
+        lin.lineage("config/config.yaml", root=chain)
+    assert lin.lineage_main(["config/config.yaml", "--root", str(chain)]) == 2
     assert "no provenance record" in capsys.readouterr().err
     with pytest.raises(prov.ProvenanceError, match="results/never.csv"):
         prov.write_records(["results/never.csv"], [], "table9", root=chain)
@@ -233,7 +234,7 @@ def test_record_job_reads_a_snakemake_object(tmp_path, monkeypatch):
     assert rec["resources"] == {"mem_mb": 1000, "gpu": 1} and rec["threads"] == 2
     assert rec["seeds"] == {"spec.seed": 1} and rec["log"] == ["logs/x.log"]
     assert rec["wall_time_s"] >= 1.5
-    assert [n["path"] for n in prov.lineage("out/acc.csv")] == [
+    assert [n["path"] for n in lin.lineage("out/acc.csv")] == [
         "out/acc.csv", "in/model.json", "in/n1.jsonl", "in/n2.jsonl"]
 
 
@@ -292,14 +293,14 @@ def test_timing_is_kept_apart_and_library_files_are_summed_up(chain):
     assert record["timing"] == {"seconds": 1.5} and "timing" not in record["extra"]
     assert set(prov.TIMING_FIELDS) <= set(record)
     assert [i.get("name") for i in record["inputs"]] == ["table", "code"]  # listing left out
-    text = prov.format_lineage(prov.lineage("results/m/fig.pdf", root))
+    text = lin.format_lineage(lin.lineage("results/m/fig.pdf", root))
     assert "  code: 1 library file(s)  ok" in text and "qrnca/a.py" not in text
     write(root, "qrnca/a.py", "x = 2\n")
-    assert "qrnca/a.py  (no record)" in prov.format_lineage(prov.lineage("results/m/fig.pdf", root))
+    assert "qrnca/a.py  (no record)" in lin.format_lineage(lin.lineage("results/m/fig.pdf", root))
 
 
 def test_command_line_entry_points(chain):
-    for cmd in ([sys.executable, "-m", "qrnca.workflow.provenance"],
+    for cmd in ([sys.executable, "-m", "qrnca.workflow.lineage"],
                 [str(Path(sys.executable).parent / "qrnca-lineage")]):
         if not Path(cmd[0]).exists():
             pytest.fail(f"{cmd[0]} missing: run `.venv/bin/pip install -e . --no-deps`")
@@ -308,6 +309,6 @@ def test_command_line_entry_points(chain):
         assert res.returncode == 0, res.stderr
         assert "results/datasets/domain.jsonl  [build_dataset]" in res.stdout
     (chain / "resources/raw/mmlu/bio.csv").unlink()
-    res = subprocess.run([sys.executable, "-m", "qrnca.workflow.provenance", "results/m/tables/table3.csv"],
+    res = subprocess.run([sys.executable, "-m", "qrnca.workflow.lineage", "results/m/tables/table3.csv"],
                          cwd=chain, capture_output=True, text=True)
     assert res.returncode == 1 and "changed" in res.stdout

@@ -125,7 +125,7 @@ def test_report_holds_every_table_and_figure(demo):
 
 
 def lineage(workdir: Path, path: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "qrnca.workflow.provenance", path], cwd=workdir,
+    return subprocess.run([sys.executable, "-m", "qrnca.workflow.lineage", path], cwd=workdir,
                           text=True, capture_output=True, timeout=300)
 
 

@@ -1,4 +1,4 @@
-"""Provenance: what produced each result, and whether anything it came from has changed since.
+"""Provenance records: what produced each result (auditing them: `qrnca.workflow.lineage`).
 
 Every workflow job ends by writing one JSON record per output file at
 `results/provenance/<output path relative to the workdir>.json`. All outputs of a job get the same
@@ -9,9 +9,8 @@ revision, seeds, and the wall time.
 
 Why: a table in the paper reproduction is only worth as much as our ability to say which model
 revision, which dataset file and which code produced it. Because the records name their inputs
-by checksum, `lineage` can walk from any result back to the raw downloads and say, file by file,
-whether the bytes on disk are still the ones that were used ("ok"), differ ("changed") or are gone
-("missing"): `qrnca-lineage results/<model>/tables/table4_pcr.csv`.
+by checksum, `qrnca.workflow.lineage` can walk from any result back to the raw downloads and say,
+file by file, whether the bytes on disk are still the ones that were used.
 
 Works without Snakemake: `write_records` takes plain paths and dicts; `record_job` only adapts a
 Snakemake `snakemake` script object to it.
@@ -19,7 +18,6 @@ Snakemake `snakemake` script object to it.
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import hashlib
 import json
@@ -206,11 +204,11 @@ def model_provenance(model: Any, spec: Mapping | Any) -> dict:
     out = {"name": get("name"), "hf_id": hf_id, "revision": revision,
            "resolved_revision": resolved, "class": type(model).__name__}
     if path:
-        out["path"] = _rel(path, Path.cwd())
+        out["path"] = workdir_path(path, Path.cwd())
     elif config is not None and getattr(config, "_name_or_path", None):
         name_or_path = str(config._name_or_path)
         if Path(name_or_path).exists():
-            out["path"] = _rel(name_or_path, Path.cwd())
+            out["path"] = workdir_path(name_or_path, Path.cwd())
     dtype = getattr(model, "dtype", None)
     if dtype is not None:
         out["dtype"] = str(dtype).replace("torch.", "")
@@ -225,7 +223,7 @@ def model_identity(spec: Mapping, root: str | os.PathLike = ".") -> dict:
     hf_id, revision, path = spec.get("hf_id"), spec.get("revision"), spec.get("path")
     out = {"name": spec.get("name"), "hf_id": hf_id, "revision": revision}
     if path:
-        out["path"] = _rel(path, Path(root))
+        out["path"] = workdir_path(path, Path(root))
         out["sha256"] = checksum(Path(path), HashCache(cache_dir(root)))["sha256"]
     elif hf_id:
         out["resolved_revision"] = _cached_commit(hf_id, revision) or revision
@@ -319,7 +317,7 @@ def _named_paths(files: Any) -> list[tuple[str | None, str]]:
     return list(zip(labels, items))
 
 
-def _rel(path: str | os.PathLike, root: Path) -> str:
+def workdir_path(path: str | os.PathLike, root: Path) -> str:
     """A path as recorded: relative to the workdir (posix) when inside it, else absolute."""
     base = Path(root).resolve()
     p = Path(path)
@@ -337,7 +335,7 @@ def record_path(output: str | os.PathLike, root: str | os.PathLike = ".",
     """Where the record of `output` lives: <root>/<provenance_dir>/<output relative to root>.json
     (an output outside the workdir keeps its absolute path below `_abs/`)."""
     root = Path(root)
-    rel = _rel(output, root)
+    rel = workdir_path(output, root)
     if rel.startswith("/"):
         rel = "_abs" + rel
     return root / provenance_dir / (rel + ".json")
@@ -358,7 +356,7 @@ def _file_entries(files: Any, root: Path, cache: HashCache | None) -> list[dict]
         if name in LISTED_FILES:
             continue
         p = Path(path)
-        entry = {"path": _rel(p, root)}
+        entry = {"path": workdir_path(p, root)}
         if name:
             entry["name"] = name
         entry.update(checksum(p if p.is_absolute() else root / p, cache))
@@ -511,143 +509,3 @@ def record_job(snakemake: Any, *, extra: Mapping | None = None,
         log=getattr(snakemake, "log", None),
         root=Path.cwd(),
     )
-
-
-def read_record(path: str | os.PathLike) -> dict:
-    path = Path(path)
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ProvenanceError(f"{path}: cannot read provenance record ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise ProvenanceError(f"{path}: invalid provenance record ({exc.msg})") from None
-    if not isinstance(record, dict) or "outputs" not in record or "inputs" not in record:
-        raise ProvenanceError(f"{path}: not a provenance record (no inputs/outputs)")
-    return record
-
-
-# --------------------------------------------------------------------------------------------
-# lineage
-
-def lineage(path: str | os.PathLike, root: str | os.PathLike = ".",
-            provenance_dir: str | os.PathLike = PROVENANCE_DIR) -> list[dict]:
-    """Walk from `path` back through the records of its inputs to files without a record.
-
-    Returns nodes in depth-first order, each
-    {"path", "depth", "rule" (None for a file no job recorded, e.g. a raw download or a config),
-     "name" (the input's name in the consuming rule), "sha256" (as recorded: by the producing
-     job for the root, by the consuming job for an input), "current_sha256", "status",
-     "repeat" (True when this file's upstream was already shown above)}.
-    status: "ok" (bytes unchanged), "changed" or "missing". A file reached twice is expanded once.
-    Raises ProvenanceError when `path` itself has no record.
-    """
-    root = Path(root)
-    rel = _rel(path, root)
-    rec_path = record_path(rel, root, provenance_dir)
-    if not rec_path.exists():
-        raise ProvenanceError(f"{rel}: no provenance record (looked for {rec_path})")
-    record = read_record(rec_path)
-    own = next((o for o in record["outputs"] if o["path"] == rel), None)
-    if own is None:
-        raise ProvenanceError(f"{rec_path}: record does not list {rel} among its outputs")
-    nodes: list[dict] = []
-    seen: set[str] = set()
-    current_cache: dict[str, str | None] = {}
-
-    def current(p: str) -> str | None:
-        if p not in current_cache:
-            current_cache[p] = checksum(Path(p) if Path(p).is_absolute() else root / p)["sha256"]
-        return current_cache[p]
-
-    def visit(p: str, recorded: str | None, depth: int, name: str | None):
-        now = current(p)
-        status = "missing" if now is None else ("ok" if now == recorded else "changed")
-        rp = record_path(p, root, provenance_dir)
-        rec = read_record(rp) if rp.exists() else None
-        node = {"path": p, "depth": depth, "rule": rec["rule"] if rec else None, "name": name,
-                "sha256": recorded, "current_sha256": now, "status": status,
-                "repeat": p in seen}
-        nodes.append(node)
-        if rec is None or p in seen:
-            return
-        seen.add(p)
-        if depth > 0:
-            # the producer's own view: an output rewritten after its record was written
-            produced = next((o for o in rec["outputs"] if o["path"] == p), None)
-            if produced is not None and now is not None and produced["sha256"] != now:
-                node["status"] = "changed"
-                node["produced_sha256"] = produced["sha256"]
-        for inp in rec["inputs"]:
-            visit(inp["path"], inp.get("sha256"), depth + 1, inp.get("name"))
-
-    visit(rel, own["sha256"], 0, None)
-    return nodes
-
-
-def lineage_flagged(nodes: list[dict]) -> bool:
-    """True when any file in the lineage changed or is missing."""
-    return any(n["status"] != "ok" for n in nodes)
-
-
-def format_lineage(nodes: list[dict]) -> str:
-    """An indented tree: path, [rule], short sha256, status (with the current checksum when it
-    differs). The library files a job ran (inputs named `code`) are summed up in one line per
-    job unless one of them changed."""
-    lines = []
-    k = 0
-    while k < len(nodes):
-        n = nodes[k]
-        if n["name"] == "code":
-            group = [n]
-            while (k + len(group) < len(nodes) and nodes[k + len(group)]["name"] == "code"
-                   and nodes[k + len(group)]["depth"] == n["depth"]):
-                group.append(nodes[k + len(group)])
-            if all(g["status"] == "ok" for g in group):
-                lines.append(f"{'  ' * n['depth']}code: {len(group)} library file(s)  ok")
-                k += len(group)
-                continue
-        short = (n["sha256"] or "-")[:12]
-        rule = f"[{n['rule']}]" if n["rule"] else "(no record)"
-        status = n["status"]
-        if status == "changed":
-            status += f" (now {(n['current_sha256'] or '-')[:12]})"
-        more = " ^ see above" if n["repeat"] and n["rule"] else ""
-        lines.append(f"{'  ' * n['depth']}{n['path']}  {rule}  {short}  {status}{more}")
-        k += 1
-    bad = [n for n in nodes if n["status"] != "ok"]
-    if bad:
-        lines.append(f"FLAGGED: {len(bad)} file(s) changed or missing since they were used; "
-                     "results downstream of them are stale.")
-    else:
-        lines.append(f"ok: {len(nodes)} file(s), all unchanged since they were used.")
-    return "\n".join(lines)
-
-
-def lineage_main(argv: list[str] | None = None) -> int:
-    """`qrnca-lineage PATH [--json]`: print the lineage of a result; exit 1 if anything upstream
-    changed or is missing, 2 if PATH has no record."""
-    parser = argparse.ArgumentParser(
-        prog="qrnca-lineage",
-        description="Trace a result back through its provenance records and check every "
-                    "upstream file's sha256 against the bytes on disk.")
-    parser.add_argument("path", help="a result file, e.g. results/<model>/tables/table4_pcr.csv")
-    parser.add_argument("--root", default=".", help="the workflow's working directory (default .)")
-    parser.add_argument("--provenance-dir", default=str(PROVENANCE_DIR),
-                        help=f"records directory below ROOT (default {PROVENANCE_DIR})")
-    parser.add_argument("--json", action="store_true", help="print the nodes as JSON")
-    args = parser.parse_args(argv)
-    try:
-        nodes = lineage(args.path, args.root, args.provenance_dir)
-    except ProvenanceError as exc:
-        print(f"qrnca-lineage: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps({"path": nodes[0]["path"], "flagged": lineage_flagged(nodes),
-                          "nodes": nodes}, indent=2, ensure_ascii=False))
-    else:
-        print(format_lineage(nodes))
-    return 1 if lineage_flagged(nodes) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(lineage_main())
