@@ -111,6 +111,22 @@ def read_jsonl_numbered(path: str | os.PathLike) -> list[tuple[int, Any]]:
     return out
 
 
+def read_jsonl_objects(path: str | os.PathLike, required: Iterable[str] = (),
+                       what: str = "keys") -> list[tuple[int, dict]]:
+    """(1-based line number, object) of every record of a JSON-lines file (`read_jsonl_numbered`),
+    each checked to be a JSON object holding the `required` keys (called `what` in the error);
+    otherwise `DatasetError` naming file and line."""
+    out = []
+    for lineno, record in read_jsonl_numbered(path):
+        if not isinstance(record, dict):
+            raise DatasetError("expected a JSON object", file=Path(path), row=lineno)
+        missing = [key for key in required if key not in record]
+        if missing:
+            raise DatasetError(f"missing {what} {missing}", file=Path(path), row=lineno)
+        out.append((lineno, record))
+    return out
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """Read a JSON-lines file; a malformed line raises `DatasetError` naming file and line."""
     return [record for _, record in read_jsonl_numbered(path)]
@@ -121,3 +137,9 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_open(path) as fh:
         json.dump(obj, fh, ensure_ascii=False, indent=2)
         fh.write("\n")
+
+
+def write_csv(path: str | os.PathLike, frame: Any) -> None:
+    """Write a pandas DataFrame as CSV atomically: no index column, "\\n" line ends."""
+    with atomic_open(path) as fh:
+        frame.to_csv(fh, index=False, lineterminator="\n")

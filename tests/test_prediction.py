@@ -13,6 +13,7 @@ import torch
 from qrnca.errors import InputError
 from qrnca.evaluation import prediction as pr
 from qrnca.evaluation.scoring import score_prompts
+from qrnca.io import write_csv
 from qrnca.models.layouts import record_last_position
 from qrnca.models.loading import PromptEncoding
 from qrnca.models.tiny import build_model, train_word_tokenizer
@@ -161,7 +162,7 @@ def test_table7_arithmetic_and_paper_columns(tmp_path):
     mapped = t7.table7(records, dataset="domain-released",
                        paper_datasets={"domain-released": "domain"}).set_index("group")
     assert mapped.loc["biology", "paper_neuron_based"] == 0.96
-    t7.write_table7(tmp_path / "t7.csv", t7.table7(records))
+    write_csv(tmp_path / "t7.csv", t7.table7(records))
     assert pd.read_csv(tmp_path / "t7.csv").shape == (3, len(t7.TABLE7_COLUMNS))
     with pytest.raises(InputError, match="gold"):
         t7.table7([{"id": "a", "group": "g"}])

@@ -6,8 +6,8 @@ import torch
 
 from qrnca.errors import InputError
 from qrnca.evaluation.scoring import (ACCURACY_COLUMNS, accuracy_table, encoding_study,
-                                      left_padded_batch, score_prompts, write_accuracy,
-                                      write_scores)
+                                      left_padded_batch, score_prompts, write_scores)
+from qrnca.io import write_csv
 from qrnca.models.loading import PromptEncoding, letter_token_ids, load_model
 from qrnca.models.tiny import save_tiny
 
@@ -96,7 +96,7 @@ def test_writers_follow_the_format(tiny, tmp_path):
     model, tok = tiny
     scores, table = encoding_study(model, tok, _queries(), used=PromptEncoding())
     write_scores(tmp_path / "scores.jsonl", scores)
-    write_accuracy(tmp_path / "accuracy.csv", table)
+    write_csv(tmp_path / "accuracy.csv", table)
     lines = [json.loads(l) for l in (tmp_path / "scores.jsonl").read_text().splitlines()]
     assert len(lines) == 6
     assert {"id", "prompt", "gold", "letter_probs", "predicted"} <= set(lines[0])

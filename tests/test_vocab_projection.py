@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from qrnca.errors import InputError
+from qrnca.io import write_csv
 from qrnca.models.layouts import down_proj_weight, final_norm
 from qrnca.models.tiny import build_model, train_word_tokenizer
 from qrnca.neurons import vocab_projection as vp
@@ -143,5 +144,5 @@ def test_summary_counts_top_layer_share_and_categories(tmp_path):
     assert s["category_counts_by_layer"][3]["month"] == 1
     vp.write_summary(tmp_path / "s.json", s)
     assert json.loads((tmp_path / "s.json").read_text())["clusters"] == 20
-    vp.write_table5(tmp_path / "t.csv", table)
+    write_csv(tmp_path / "t.csv", table)
     assert pd.read_csv(tmp_path / "t.csv").shape == (6, 4)

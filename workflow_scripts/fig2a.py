@@ -4,7 +4,7 @@ import pandas as pd
 
 from qrnca.consistency import check_records
 from qrnca.datasets.queries import read_dataset
-from qrnca.io import atomic_open, read_jsonl
+from qrnca.io import read_jsonl, write_csv
 from qrnca.outputs.analysis import overlap_matrix
 from qrnca.outputs.plots import fig2a_overlap
 from qrnca.workflow.job import job
@@ -25,5 +25,4 @@ with job(snakemake):
          .reset_index().assign(dataset=name) for name, m in matrices.items()],
         ignore_index=True,
     )
-    with atomic_open(snakemake.output.csv) as fh:
-        long[["dataset", "group_a", "group_b", measure]].to_csv(fh, index=False)
+    write_csv(snakemake.output.csv, long[["dataset", "group_a", "group_b", measure]])

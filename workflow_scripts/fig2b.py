@@ -4,7 +4,7 @@ import pandas as pd
 
 from qrnca.consistency import check_records
 from qrnca.datasets.queries import read_dataset
-from qrnca.io import atomic_open, read_jsonl
+from qrnca.io import read_jsonl, write_csv
 from qrnca.neurons.selection import record_shape
 from qrnca.outputs.analysis import layer_distribution
 from qrnca.outputs.plots import fig2b_layers
@@ -25,5 +25,4 @@ with job(snakemake):
     table = pd.concat(
         [d.assign(dataset=name) for name, d in distributions.items()], ignore_index=True
     )
-    with atomic_open(snakemake.output.csv) as fh:
-        table.to_csv(fh, index=False)
+    write_csv(snakemake.output.csv, table)

@@ -1,7 +1,8 @@
 """Prompt-based accuracy of a model on one dataset (per group and overall)."""
 
 from qrnca.datasets.queries import read_dataset
-from qrnca.evaluation.scoring import encoding_study, write_accuracy, write_scores
+from qrnca.evaluation.scoring import encoding_study, write_scores
+from qrnca.io import write_csv
 from qrnca.models.device import resolve_device
 from qrnca.models.loading import PromptEncoding, load_model
 from qrnca.workflow.job import execution_setting, job
@@ -22,7 +23,7 @@ with job(snakemake) as log:
         device=device,
     )
     write_scores(snakemake.output.scores, scores)
-    write_accuracy(snakemake.output.table, table)
+    write_csv(snakemake.output.table, table)
     log.info("\n%s", table.to_string(index=False))
     log.extra["model"] = model_provenance(model, spec)
     log.extra["device"] = {"device": str(device), "dtype": str(model.dtype)}

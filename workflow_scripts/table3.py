@@ -4,7 +4,7 @@ import pandas as pd
 
 from qrnca.consistency import check_records
 from qrnca.datasets.queries import read_dataset
-from qrnca.io import atomic_open, read_jsonl
+from qrnca.io import read_jsonl, write_csv
 from qrnca.outputs.analysis import table3
 from qrnca.workflow.job import job
 
@@ -19,6 +19,5 @@ with job(snakemake) as log:
         frame.insert(0, "dataset", dataset)
         frames.append(frame)
     table = pd.concat(frames, ignore_index=True)
-    with atomic_open(snakemake.output[0]) as fh:
-        table.to_csv(fh, index=False)
+    write_csv(snakemake.output[0], table)
     log.info("\n%s", table.to_string(index=False))

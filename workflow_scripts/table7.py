@@ -2,8 +2,8 @@
 
 import pandas as pd
 
-from qrnca.io import read_jsonl
-from qrnca.outputs.prediction_table import table7, write_table7
+from qrnca.io import read_jsonl, write_csv
+from qrnca.outputs.prediction_table import table7
 from qrnca.workflow.job import job
 
 with job(snakemake) as log:
@@ -15,5 +15,5 @@ with job(snakemake) as log:
         for dataset, path in zip(mmlu, snakemake.input.predictions)
     ]
     table = pd.concat(tables, ignore_index=True)
-    write_table7(snakemake.output[0], table)
+    write_csv(snakemake.output[0], table)
     log.info("\n%s", table.to_string(index=False))

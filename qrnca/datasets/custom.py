@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from ..errors import DatasetError
-from ..io import read_jsonl_numbered
+from ..io import read_jsonl_objects
 from .queries import FIELDS, validate_query
 
 REQUIRED = ("id", "group", "prompts", "answers", "options", "gold")
@@ -28,12 +28,7 @@ def read_custom(path: str | os.PathLike) -> list[dict]:
     """The queries of a user's JSON-lines dataset, completed with defaults and validated."""
     path = Path(path)
     queries, seen = [], {}
-    for lineno, record in read_jsonl_numbered(path):
-        if not isinstance(record, dict):
-            raise DatasetError("expected a JSON object", file=path, row=lineno)
-        missing = [f for f in REQUIRED if f not in record]
-        if missing:
-            raise DatasetError(f"missing fields {missing}", file=path, row=lineno)
+    for lineno, record in read_jsonl_objects(path, REQUIRED, what="fields"):
         merged = {"relation": None, "fact": str(record["id"]),
                   "source": {"kind": "jsonl", "file": str(path), "row": lineno}, **record}
         query = {field: merged.pop(field) for field in FIELDS if field in merged}

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..errors import DatasetError, InputError
-from ..io import read_jsonl_numbered
+from ..io import read_jsonl_numbered, read_jsonl_objects
 from .instructions import mlama_templates
 from .queries import validate_queries
 from .render import LETTERS, PromptTemplate, derive_rng, render_templates
@@ -71,12 +71,7 @@ def read_facts(path: str | os.PathLike, *, name: str | None = None) -> list[Fact
     path = Path(path)
     facts: list[Fact] = []
     seen: dict[str, int] = {}
-    for lineno, obj in read_jsonl_numbered(path):
-        if not isinstance(obj, dict):
-            raise DatasetError("expected a JSON object", file=path, row=lineno)
-        missing = [k for k in _FACT_KEYS if k not in obj]
-        if missing:
-            raise DatasetError(f"missing keys {missing}", file=path, row=lineno)
+    for lineno, obj in read_jsonl_objects(path, _FACT_KEYS):
         for key in ("sub_label", "obj_label", "uuid"):
             if not isinstance(obj[key], str) or not obj[key].strip():
                 raise DatasetError(

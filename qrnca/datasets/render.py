@@ -109,5 +109,10 @@ def derive_rng(seed: int, *keys: Any) -> random.Random:
     the options drawn for any other query, and results do not depend on iteration order.
     """
     payload = json.dumps([seed, *keys], ensure_ascii=False, separators=(",", ":"))
-    digest = hashlib.sha256(payload.encode("utf-8")).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))
+    return random.Random(hashed_seed(payload))
+
+
+def hashed_seed(text: str) -> int:
+    """A stable 64-bit seed from `text`: the first 8 bytes of its SHA-256 (not Python's salted
+    `hash`), so reruns, shards and machines agree."""
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")

@@ -46,10 +46,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from ..datasets.render import LETTERS
 from ..errors import InputError
 from ..io import atomic_open
 
-LETTERS = ("A", "B", "C", "D")
 MMLU_SPLITS = ("test", "val", "dev")
 DEFAULT_SUBJECTS = ("biology", "geography", "physics")
 DEFAULT_LANGUAGES = ("xa", "xb", "xc")

@@ -46,6 +46,7 @@ from ..models.layouts import grid_shape, record_last_position
 from ..models.loading import LETTERS, PromptEncoding
 from ..neurons.groups import group_neuron_sets
 from .interventions import shared_prefix_layers
+from .scoring import left_padded_batch, pad_id
 
 Neuron = tuple[int, int]
 
@@ -87,10 +88,8 @@ def _argmax(values: Sequence[float], letters: Sequence[str]) -> str:
 @torch.no_grad()
 def _continuation_activations(model: nn.Module, prompt_ids: torch.Tensor, cache,
                               full_ids: Sequence[torch.Tensor],
-                              pad_id: int) -> tuple[dict[int, torch.Tensor], str]:
+                              padding: int) -> tuple[dict[int, torch.Tensor], str]:
     """Down-projection inputs at the last token of each full sequence: {layer: (rows, n)}."""
-    from .scoring import left_padded_batch
-
     length = prompt_ids.shape[1]
     suffixes = [ids[length:] for ids in full_ids]
     shared = (cache is not None
@@ -107,17 +106,10 @@ def _continuation_activations(model: nn.Module, prompt_ids: torch.Tensor, cache,
             base(input_ids=torch.stack(suffixes).to(device), past_key_values=Cache(layers=layers),
                  use_cache=True)
         else:
-            ids, mask, positions = left_padded_batch(list(full_ids), pad_id)
+            ids, mask, positions = left_padded_batch(list(full_ids), padding)
             base(input_ids=ids.to(device), attention_mask=mask.to(device),
                  position_ids=positions.to(device))
     return dict(recorded), "shared_prefix" if shared else "full"
-
-
-def _pad_id(tokenizer) -> int:
-    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id):
-        if candidate is not None:
-            return int(candidate)
-    return 0
 
 
 @torch.no_grad()
@@ -141,7 +133,7 @@ def neuron_based_predictions(model: nn.Module, tokenizer, queries: Sequence[Mapp
     columns = torch.tensor([letter_ids[x] for x in letters], dtype=torch.long)
     shape = grid_shape(model)
     device = next(model.parameters()).device
-    pad_id = _pad_id(tokenizer)
+    padding = pad_id(tokenizer)
     indices: dict[str, dict[int, torch.Tensor]] = {}
     records = []
     for q_pos, query in enumerate(tqdm(queries, desc="neuron-based prediction",
@@ -172,7 +164,7 @@ def neuron_based_predictions(model: nn.Module, tokenizer, queries: Sequence[Mapp
             full_ids = [encoding.ids(tokenizer, prompt, encoding.reply(x))[0].to(device)
                         for x in letters]
             recorded, path = _continuation_activations(
-                model, prompt_ids, getattr(out, "past_key_values", None), full_ids, pad_id)
+                model, prompt_ids, getattr(out, "past_key_values", None), full_ids, padding)
             scores = _neuron_sums(recorded, indices[group], len(letters))
             if not all(math.isfinite(v) for v in [*letter_probs, *scores]):
                 raise NonFiniteError(f"held-out query {qid!r}, prompt {k}: non-finite letter "

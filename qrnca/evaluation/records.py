@@ -11,6 +11,7 @@ from typing import Iterable, Mapping, Sequence
 
 import pandas as pd
 
+from ..datasets.queries import read_dataset
 from ..errors import InputError, NonFiniteError
 from ..io import read_jsonl
 from ..neurons import methods
@@ -80,3 +81,10 @@ def read_results(paths: Sequence[str | os.PathLike], datasets: Sequence[str],
             for (d, m), path in zip(pairs, paths)}
 
 
+def read_checked_results(evaluation_paths: Sequence[str | os.PathLike],
+                         dataset_paths: Sequence[str | os.PathLike], datasets: Sequence[str],
+                         methods: Sequence[str]) -> dict[tuple[str, str], pd.DataFrame]:
+    """`read_results` with each file checked against the query ids of its dataset's file
+    (`dataset_paths`, in the order of `datasets`): what Tables 4 and 6 read."""
+    ids = {name: [q["id"] for q in read_dataset(path)] for name, path in zip(datasets, dataset_paths)}
+    return read_results(list(evaluation_paths), datasets, methods, ids)

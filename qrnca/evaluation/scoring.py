@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 
 from ..errors import InputError, LetterTokenError, NonFiniteError
-from ..io import atomic_open, write_jsonl
+from ..io import write_jsonl
 from ..models.loading import (ANSWER_TOKEN_MODES, LETTERS, PROMPT_FORMATS, PromptEncoding,
                               letter_token_ids)
 
@@ -52,11 +52,13 @@ def left_padded_batch(sequences: Sequence[torch.Tensor], pad_id: int):
     return ids, mask, positions
 
 
-def _pad_id(tokenizer) -> int:
-    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id, 0):
+def pad_id(tokenizer) -> int:
+    """The id that pads a batch (`left_padded_batch`): pad, else end-of-sequence, else unknown,
+    else 0. Padded positions are masked, so the choice never changes a result."""
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id):
         if candidate is not None:
             return int(candidate)
-    return 0  # pragma: no cover
+    return 0
 
 
 @torch.inference_mode()
@@ -72,7 +74,7 @@ def token_probabilities(model, tokenizer, prompts: Sequence[str], token_ids: Seq
     order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), i))
     columns = torch.tensor(list(token_ids), dtype=torch.long)
     out = torch.empty((len(prompts), len(columns)), dtype=torch.float32)
-    pad = _pad_id(tokenizer)
+    pad = pad_id(tokenizer)
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
         ids, mask, positions = left_padded_batch([encoded[i] for i in rows], pad)
@@ -191,12 +193,6 @@ def encoding_study(model, tokenizer, queries: Sequence[Mapping], *, used: Prompt
             parts.append(table.assign(prompt_format=prompt_format, answer_token=answer_token,
                                       used=is_used))
     return used_records, pd.concat(parts, ignore_index=True)[list(ACCURACY_COLUMNS)]
-
-
-def write_accuracy(path: str | os.PathLike, table: pd.DataFrame) -> None:
-    """Write an accuracy table as `accuracy.csv`, atomically."""
-    with atomic_open(path) as fh:
-        table.to_csv(fh, index=False, lineterminator="\n")
 
 
 def write_scores(path: str | os.PathLike, scores: Iterable[Mapping]) -> int:

@@ -14,9 +14,9 @@ from typing import Mapping
 
 import torch
 
+from ..datasets.render import LETTERS
 from ..errors import InputError, LetterTokenError, ModelLoadError
 
-LETTERS = ("A", "B", "C", "D")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
           "float64": torch.float64}
 ANSWER_TOKEN_MODES = ("bare", "leading_space")

@@ -12,7 +12,8 @@ from typing import Iterable
 
 import torch
 
-LETTERS = ("A", "B", "C", "D")
+from ..datasets.render import LETTERS
+
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>")
 
 

@@ -22,10 +22,10 @@ Rankings break ties by ``(-score, layer, index)``.
 
 from __future__ import annotations
 
-import hashlib
 import random
 from typing import Mapping, Sequence
 
+from ..datasets.render import hashed_seed
 from ..errors import InputError
 from .methods import BASELINE_METHODS, NOT_APPLICABLE, not_applicable
 from .selection import (DEFAULT_T, AttributionRecordError, Neuron, check_run, query_label,
@@ -39,10 +39,8 @@ class BaselineError(InputError):
 
 
 def query_seed(seed: int, query_id: str) -> int:
-    """A stable 64-bit seed for one query: SHA-256 of ``"{seed}:{query_id}"`` (not Python's
-    salted ``hash``), so reruns, shards and machines agree."""
-    digest = hashlib.sha256(f"{seed}:{query_id}".encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big")
+    """A stable 64-bit seed for one query: `hashed_seed` of ``"{seed}:{query_id}"``."""
+    return hashed_seed(f"{seed}:{query_id}")
 
 
 def random_neurons(shape: Sequence[int], n: int, seed: int, query_id: str) -> list[Neuron]:

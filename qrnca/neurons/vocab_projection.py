@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ..io import atomic_open, write_json
+from ..io import write_json
 from ..models.families import family_of
 from ..models.layouts import down_proj_weight, ffn_out_norms, final_norm, grid_shape
 
@@ -264,12 +264,6 @@ def summarize(table: pd.DataFrame, n_layers: int, clusters: int | None = None) -
         "top1_category_counts": {c: int(top1_counts[c]) for c in CATEGORIES},
         "category_counts_by_layer": by_layer,
     }
-
-
-def write_table5(path, table: pd.DataFrame) -> None:
-    """Write a Table 5 DataFrame as CSV, atomically."""
-    with atomic_open(path) as fh:
-        table.to_csv(fh, index=False, lineterminator="\n")
 
 
 def write_summary(path, summary: Mapping) -> None:

@@ -152,6 +152,19 @@ def _not_applicable_rows(dataset: str, method: str, reason: str, columns: Sequen
     return rows
 
 
+def _beside_paper(results: Mapping[tuple[str, str], object], columns: Sequence[str],
+                  paper_datasets: Mapping[str, str | None] | None, rows_of) -> pd.DataFrame:
+    """The rows `rows_of(dataset, method, frame, paper dataset key)` gives per result, in
+    `_results_items` order, and the not-applicable rows of methods that do not apply."""
+    rows = []
+    for dataset, method, frame, reason in _results_items(results):
+        if reason:
+            rows += _not_applicable_rows(dataset, method, reason, columns)
+        else:
+            rows += rows_of(dataset, method, frame, _paper_key(dataset, paper_datasets))
+    return pd.DataFrame(rows, columns=list(columns))
+
+
 def table4(results: Mapping[tuple[str, str], object], pcr_average: str = "ratio_of_means",
            paper: Mapping | None = None,
            paper_datasets: Mapping[str, str | None] | None = None) -> pd.DataFrame:
@@ -164,22 +177,19 @@ def table4(results: Mapping[tuple[str, str], object], pcr_average: str = "ratio_
     (`logprob_increase`) get NaN."""
     if paper is None:
         paper = paper_values.TABLE4
-    rows = []
-    for dataset, method, frame, reason in _results_items(results):
-        if reason:
-            rows += _not_applicable_rows(dataset, method, reason, TABLE4_COLUMNS)
-            continue
-        key = _paper_key(dataset, paper_datasets)
+
+    def rows_of(dataset, method, frame, key):
         for _, r in pcr_summary(frame, pcr_average).iterrows():
             value = paper.get(method, {}).get(key, {}).get(r["op"]) if key else None
             paper_pcr = float("nan") if value is None else float(value)
-            rows.append({"dataset": dataset, "method": method, "op": r["op"],
-                         "change_related": r["change_related"],
-                         "change_unrelated": r["change_unrelated"], "pcr": r["pcr"],
-                         "paper_pcr": paper_pcr, "diff": r["pcr"] - paper_pcr,
-                         "n_related": r["n_related"], "n_unrelated": r["n_unrelated"],
-                         "pcr_average": pcr_average, "note": ""})
-    frame = pd.DataFrame(rows, columns=list(TABLE4_COLUMNS))
+            yield {"dataset": dataset, "method": method, "op": r["op"],
+                   "change_related": r["change_related"],
+                   "change_unrelated": r["change_unrelated"], "pcr": r["pcr"],
+                   "paper_pcr": paper_pcr, "diff": r["pcr"] - paper_pcr,
+                   "n_related": r["n_related"], "n_unrelated": r["n_unrelated"],
+                   "pcr_average": pcr_average, "note": ""}
+
+    frame = _beside_paper(results, TABLE4_COLUMNS, paper_datasets, rows_of)
     frame["pcr_average"] = pcr_average
     return frame
 
@@ -191,22 +201,19 @@ def table6(results: Mapping[tuple[str, str], object], paper: Mapping | None = No
     paper's value. The subset rate is over prompts initially wrong (boost) or right (suppress)."""
     if paper is None:
         paper = paper_values.TABLE6
-    rows = []
-    for dataset, method, frame, reason in _results_items(results):
-        if reason:
-            rows += _not_applicable_rows(dataset, method, reason, TABLE6_COLUMNS)
-            continue
-        key = _paper_key(dataset, paper_datasets)
+
+    def rows_of(dataset, method, frame, key):
         for _, r in flip_summary(frame).iterrows():
             cell = paper.get(method, {}).get(key, {}).get(r["op"]) if key else None
             cell = cell if isinstance(cell, Mapping) else {"value": cell, "upper_bound": None}
             value = float("nan") if cell.get("value") is None else float(cell["value"])
             bound = float("nan") if cell.get("upper_bound") is None else float(cell["upper_bound"])
             subset = "initially_wrong" if r["op"] == "boost" else "initially_right"
-            rows.append({"dataset": dataset, "method": method, "op": r["op"],
-                         "flip_rate": r["flip_rate"], "n": r["n"], "subset": subset,
-                         "flip_rate_subset": r[f"flip_rate_{subset}"],
-                         "n_subset": r[f"n_{subset}"],
-                         "paper_flip_rate": value, "paper_upper_bound": bound,
-                         "diff": r["flip_rate"] - value, "note": ""})
-    return pd.DataFrame(rows, columns=list(TABLE6_COLUMNS))
+            yield {"dataset": dataset, "method": method, "op": r["op"],
+                   "flip_rate": r["flip_rate"], "n": r["n"], "subset": subset,
+                   "flip_rate_subset": r[f"flip_rate_{subset}"],
+                   "n_subset": r[f"n_{subset}"],
+                   "paper_flip_rate": value, "paper_upper_bound": bound,
+                   "diff": r["flip_rate"] - value, "note": ""}
+
+    return _beside_paper(results, TABLE6_COLUMNS, paper_datasets, rows_of)

@@ -73,10 +73,10 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from .. import io
 from ..errors import InputError
-from ..io import atomic_open
 from . import paper_values
-from .paper_comparison import need_columns, overlap_matrices
+from .paper_comparison import model_table_items, need_columns, overlap_matrices
 
 HOLDS, FAILS, NOT_PRODUCED = "holds", "does not hold", "not produced"
 VERDICTS = (HOLDS, FAILS, NOT_PRODUCED)
@@ -207,6 +207,18 @@ def _missing_table(claim: str, table: str, datasets: Sequence[str]) -> list[dict
     return [_row(claim, ds, NOT_PRODUCED, note=why) for ds in (datasets or ["—"])]
 
 
+def _per_op(tables, claim: str, table: str, title: str, column: str, kinds, datasets,
+            decide) -> list[dict]:
+    """A Table 4 / 6 claim's rows: `decide(frame, dataset, kind, op, {method: row})` for every
+    dataset and op of the table, or the rows saying that the run has no such table."""
+    found = tables.get(table)
+    if found is None:
+        return _missing_table(claim, title, datasets)
+    frame = need_columns(found, ("dataset", "method", "op", column), table)
+    return [decide(frame, ds, kind, op, by_method)
+            for ds, kind, op, by_method in _method_rows(frame, kinds, datasets)]
+
+
 # --------------------------------------------------------------------------------------------
 # PCR (Table 4)
 
@@ -220,74 +232,69 @@ def _paper_pcr(kind: str | None, op: str) -> str:
 
 
 def _check_pcr(tables, kinds, datasets):
-    t4 = tables.get("table4")
-    if t4 is None:
-        return _missing_table("pcr", "Table 4", datasets)
-    frame = need_columns(t4, ("dataset", "method", "op", "pcr"), "table4")
-    rows = []
-    for ds, kind, op, by_method in _method_rows(frame, kinds, datasets):
-        paper = _paper_pcr(kind, op)
-        q = by_method.get("qrnca")
-        if q is None or _not_applicable(q):
-            why = "QRNCA not in Table 4" if q is None else f"QRNCA {_not_applicable(q)}"
-            rows.append(_row("pcr", ds, NOT_PRODUCED, op=op, paper=paper, note=why))
-            continue
-        qv = _num(q["pcr"])
-        n_rel, n_unrel = _num(q.get("n_related")), _num(q.get("n_unrelated"))
-        n = None if math.isnan(n_rel) else n_rel
-        sample = (f"{n_rel:.0f} related / {n_unrel:.0f} unrelated prompts"
-                  if n is not None else "prompts not given")
-        compared, skipped = {}, []
-        for m in PAPER_BASELINES:
-            r = by_method.get(m)
-            if r is None:
-                skipped.append(f"{m} not run")
-            elif _not_applicable(r):
-                skipped.append(f"{m} {_not_applicable(r)}")
-            elif math.isnan(_num(r["pcr"])):
-                skipped.append(f"{m} PCR NaN (0/0)")
-            else:
-                compared[m] = _num(r["pcr"])
-        extra = {}
-        for m in EXTRA_METHODS:
-            r = by_method.get(m)
-            if r is not None:
-                extra[m] = _not_applicable(r) or _num(r["pcr"])
-        numbers = {"qrnca": qv, "others": compared, "not_compared": skipped,
-                   "not_in_paper": extra}
-        if "pcr_average" in frame.columns:
-            numbers["pcr_average"] = str(q.get("pcr_average"))
-        notes = []
-        if skipped:
-            notes.append("skipped: " + "; ".join(skipped))
-        for m, v in extra.items():
-            if isinstance(v, str):
-                notes.append(f"{m} (not in the paper): {v}")
-            else:
-                side = "above" if qv > v else "not above"
-                notes.append(f"{m} (not in the paper, not decisive): {_fmt(v)}, QRNCA {side} it")
-        if numbers.get("pcr_average") not in (None, "ratio_of_means", "nan"):
-            notes.append(f"pcr_average={numbers['pcr_average']} (the paper: ratio of means)")
-        if math.isnan(qv):
-            rows.append(_row("pcr", ds, NOT_PRODUCED, op=op, ours="QRNCA NaN", paper=paper, n=n,
-                             sample=sample, numbers=numbers,
-                             note="; ".join(["QRNCA's PCR is NaN (0/0)", *notes])))
-            continue
-        if not compared:
-            rows.append(_row("pcr", ds, NOT_PRODUCED, op=op, ours=f"QRNCA {_fmt(qv)}",
-                             paper=paper, n=n, sample=sample, numbers=numbers,
-                             note="; ".join(["no other method of the paper to compare", *notes])))
-            continue
-        best = max(compared, key=lambda m: compared[m])
-        numbers.update(best_other=best, best_other_pcr=compared[best])
-        beaten_by = [f"{m} {_fmt(v)}" for m, v in compared.items() if not qv > v]
-        if beaten_by:
-            notes.insert(0, "QRNCA not above: " + ", ".join(beaten_by))
-        verdict = FAILS if beaten_by else HOLDS
-        ours = f"QRNCA {_fmt(qv)} vs best other {_fmt(compared[best])} ({best})"
-        rows.append(_row("pcr", ds, verdict, op=op, ours=ours, paper=paper, n=n,
-                         sample=sample, numbers=numbers, note="; ".join(notes)))
-    return rows
+    return _per_op(tables, "pcr", "table4", "Table 4", "pcr", kinds, datasets, _pcr_row)
+
+
+def _pcr_row(frame, ds, kind, op, by_method) -> dict:
+    """The verdict of the PCR claim for one dataset and op of Table 4."""
+    paper = _paper_pcr(kind, op)
+    q = by_method.get("qrnca")
+    if q is None or _not_applicable(q):
+        why = "QRNCA not in Table 4" if q is None else f"QRNCA {_not_applicable(q)}"
+        return _row("pcr", ds, NOT_PRODUCED, op=op, paper=paper, note=why)
+    qv = _num(q["pcr"])
+    n_rel, n_unrel = _num(q.get("n_related")), _num(q.get("n_unrelated"))
+    n = None if math.isnan(n_rel) else n_rel
+    sample = (f"{n_rel:.0f} related / {n_unrel:.0f} unrelated prompts"
+              if n is not None else "prompts not given")
+    compared, skipped = {}, []
+    for m in PAPER_BASELINES:
+        r = by_method.get(m)
+        if r is None:
+            skipped.append(f"{m} not run")
+        elif _not_applicable(r):
+            skipped.append(f"{m} {_not_applicable(r)}")
+        elif math.isnan(_num(r["pcr"])):
+            skipped.append(f"{m} PCR NaN (0/0)")
+        else:
+            compared[m] = _num(r["pcr"])
+    extra = {}
+    for m in EXTRA_METHODS:
+        r = by_method.get(m)
+        if r is not None:
+            extra[m] = _not_applicable(r) or _num(r["pcr"])
+    numbers = {"qrnca": qv, "others": compared, "not_compared": skipped,
+               "not_in_paper": extra}
+    if "pcr_average" in frame.columns:
+        numbers["pcr_average"] = str(q.get("pcr_average"))
+    notes = []
+    if skipped:
+        notes.append("skipped: " + "; ".join(skipped))
+    for m, v in extra.items():
+        if isinstance(v, str):
+            notes.append(f"{m} (not in the paper): {v}")
+        else:
+            side = "above" if qv > v else "not above"
+            notes.append(f"{m} (not in the paper, not decisive): {_fmt(v)}, QRNCA {side} it")
+    if numbers.get("pcr_average") not in (None, "ratio_of_means", "nan"):
+        notes.append(f"pcr_average={numbers['pcr_average']} (the paper: ratio of means)")
+    if math.isnan(qv):
+        return _row("pcr", ds, NOT_PRODUCED, op=op, ours="QRNCA NaN", paper=paper, n=n,
+                    sample=sample, numbers=numbers,
+                    note="; ".join(["QRNCA's PCR is NaN (0/0)", *notes]))
+    if not compared:
+        return _row("pcr", ds, NOT_PRODUCED, op=op, ours=f"QRNCA {_fmt(qv)}",
+                    paper=paper, n=n, sample=sample, numbers=numbers,
+                    note="; ".join(["no other method of the paper to compare", *notes]))
+    best = max(compared, key=lambda m: compared[m])
+    numbers.update(best_other=best, best_other_pcr=compared[best])
+    beaten_by = [f"{m} {_fmt(v)}" for m, v in compared.items() if not qv > v]
+    if beaten_by:
+        notes.insert(0, "QRNCA not above: " + ", ".join(beaten_by))
+    verdict = FAILS if beaten_by else HOLDS
+    ours = f"QRNCA {_fmt(qv)} vs best other {_fmt(compared[best])} ({best})"
+    return _row("pcr", ds, verdict, op=op, ours=ours, paper=paper, n=n,
+                sample=sample, numbers=numbers, note="; ".join(notes))
 
 
 # --------------------------------------------------------------------------------------------
@@ -549,43 +556,40 @@ def edit_far_above(qrnca_rate: float, random_rate: float) -> bool:
 
 
 def _check_editing(tables, kinds, datasets):
-    t6 = tables.get("table6")
-    if t6 is None:
-        return _missing_table("editing", "Table 6", datasets)
-    frame = need_columns(t6, ("dataset", "method", "op", "flip_rate"), "table6")
-    rows = []
-    for ds, kind, op, by_method in _method_rows(frame, kinds, datasets):
-        paper = _paper_editing(kind, op)
-        q, r = by_method.get("qrnca"), by_method.get("random")
-        lacking = [name for name, row in (("QRNCA", q), ("Random", r))
-                   if row is None or _not_applicable(row)]
-        if lacking:
-            rows.append(_row("editing", ds, NOT_PRODUCED, op=op, paper=paper,
-                             note=f"not in Table 6: {', '.join(lacking)}"))
-            continue
-        qv, rv = _num(q["flip_rate"]), _num(r["flip_rate"])
-        nq, nr = _num(q.get("n")), _num(r.get("n"))
-        n = None if math.isnan(nq) else nq
-        sample = (f"{nq:.0f} related prompts (Random: {nr:.0f})" if n is not None
-                  else "prompts not given")
-        ratio = qv / rv if rv else (math.inf if qv > 0 else math.nan)
-        numbers = {"qrnca": qv, "random": rv, "ratio": ratio, "margin_pp": qv - rv,
-                   "n_qrnca": nq, "n_random": nr}
-        if math.isnan(qv) or math.isnan(rv):
-            rows.append(_row("editing", ds, NOT_PRODUCED, op=op, paper=paper, n=n, sample=sample,
-                             numbers=numbers, note="a flip rate is NaN (no related prompts)"))
-            continue
-        failed = []
-        if not qv >= EDIT_RATIO_MIN * rv:
-            failed.append(f"below {EDIT_RATIO_MIN:g} × Random")
-        if not qv - rv >= EDIT_MARGIN_MIN:
-            failed.append(f"less than {EDIT_MARGIN_MIN:g} pp above Random")
-        verdict = HOLDS if edit_far_above(qv, rv) else FAILS
-        times = "ratio 0/0" if math.isnan(ratio) else f"{_fmt(ratio)}×"
-        ours = f"QRNCA {_fmt(qv)} % vs Random {_fmt(rv)} % ({times}, {qv - rv:+.3g} pp)"
-        rows.append(_row("editing", ds, verdict, op=op, ours=ours, paper=paper, n=n,
-                         sample=sample, numbers=numbers, note="; ".join(failed)))
-    return rows
+    return _per_op(tables, "editing", "table6", "Table 6", "flip_rate", kinds, datasets,
+                   _editing_row)
+
+
+def _editing_row(frame, ds, kind, op, by_method) -> dict:
+    """The verdict of the editing claim for one dataset and op of Table 6."""
+    paper = _paper_editing(kind, op)
+    q, r = by_method.get("qrnca"), by_method.get("random")
+    lacking = [name for name, row in (("QRNCA", q), ("Random", r))
+               if row is None or _not_applicable(row)]
+    if lacking:
+        return _row("editing", ds, NOT_PRODUCED, op=op, paper=paper,
+                    note=f"not in Table 6: {', '.join(lacking)}")
+    qv, rv = _num(q["flip_rate"]), _num(r["flip_rate"])
+    nq, nr = _num(q.get("n")), _num(r.get("n"))
+    n = None if math.isnan(nq) else nq
+    sample = (f"{nq:.0f} related prompts (Random: {nr:.0f})" if n is not None
+              else "prompts not given")
+    ratio = qv / rv if rv else (math.inf if qv > 0 else math.nan)
+    numbers = {"qrnca": qv, "random": rv, "ratio": ratio, "margin_pp": qv - rv,
+               "n_qrnca": nq, "n_random": nr}
+    if math.isnan(qv) or math.isnan(rv):
+        return _row("editing", ds, NOT_PRODUCED, op=op, paper=paper, n=n, sample=sample,
+                    numbers=numbers, note="a flip rate is NaN (no related prompts)")
+    failed = []
+    if not qv >= EDIT_RATIO_MIN * rv:
+        failed.append(f"below {EDIT_RATIO_MIN:g} × Random")
+    if not qv - rv >= EDIT_MARGIN_MIN:
+        failed.append(f"less than {EDIT_MARGIN_MIN:g} pp above Random")
+    verdict = HOLDS if edit_far_above(qv, rv) else FAILS
+    times = "ratio 0/0" if math.isnan(ratio) else f"{_fmt(ratio)}×"
+    ours = f"QRNCA {_fmt(qv)} % vs Random {_fmt(rv)} % ({times}, {qv - rv:+.3g} pp)"
+    return _row("editing", ds, verdict, op=op, ours=ours, paper=paper, n=n,
+                sample=sample, numbers=numbers, note="; ".join(failed))
 
 
 # --------------------------------------------------------------------------------------------
@@ -649,12 +653,7 @@ def evaluate_claims(model_tables: Mapping[str, Mapping[str, object]],
     None} in the run's dataset order (`dataset_kind` of each config entry); its datasets are all
     reported even where a table lacks them. Default: `default_kinds` of the datasets found."""
     rows = []
-    for model, tables in model_tables.items():
-        if not isinstance(tables, Mapping):
-            raise InputError(f"model {model!r}: expected {{table name: table}}")
-        unknown = [t for t in tables if t not in TABLES]
-        if unknown:
-            raise InputError(f"model {model!r}: unknown tables {unknown}; known: {list(TABLES)}")
+    for model, tables in model_table_items(model_tables, TABLES):
         tables = {k: v for k, v in tables.items() if v is not None}
         if dataset_kinds is None:
             found = []
@@ -782,8 +781,7 @@ def markdown(claims: pd.DataFrame, paper: pd.DataFrame | None = None) -> str:
 def write_csv(claims: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write the verdicts as CSV atomically (`numbers` as a JSON object per row)."""
     need_columns(claims, COLUMNS, "paper claims")
-    with atomic_open(path) as fh:
-        claims.to_csv(fh, index=False, lineterminator="\n")
+    io.write_csv(path, claims)
 
 
 def read_summary(path: str | os.PathLike) -> dict:

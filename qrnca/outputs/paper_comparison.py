@@ -40,12 +40,12 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import pandas as pd
 
+from .. import io
 from ..errors import InputError
-from ..io import atomic_open
 from . import paper_values
 
 TABLES = ("table3", "table4", "table6", "table7", "fig2a")
@@ -123,6 +123,18 @@ def need_columns(frame, columns: Iterable[str], where: str) -> pd.DataFrame:
     if missing:
         raise InputError(f"{where}: missing columns {missing} (has {list(frame.columns)})")
     return frame
+
+
+def model_table_items(model_tables: Mapping[str, Mapping[str, object]], known: Sequence[str]):
+    """(model, its {table name: table}) per model, each checked to be a mapping of `known` table
+    names; an error names the model otherwise."""
+    for model, tables in model_tables.items():
+        if not isinstance(tables, Mapping):
+            raise InputError(f"model {model!r}: expected {{table name: table}}")
+        unknown = [t for t in tables if t not in known]
+        if unknown:
+            raise InputError(f"model {model!r}: unknown tables {unknown}; known: {list(known)}")
+        yield model, tables
 
 
 def _with_dataset(obj, where: str) -> pd.DataFrame:
@@ -276,12 +288,7 @@ def paper_comparison(model_tables: Mapping[str, Mapping[str, object]], *,
     `paper_upper_bound`, `ours_value`, `difference` (ours − paper) the numbers behind them."""
     mapping = dict(DEFAULT_PAPER_DATASETS if paper_datasets is None else paper_datasets)
     rows = []
-    for model, tables in model_tables.items():
-        if not isinstance(tables, Mapping):
-            raise InputError(f"model {model!r}: expected {{table name: DataFrame}}")
-        unknown = [t for t in tables if t not in TABLES]
-        if unknown:
-            raise InputError(f"model {model!r}: unknown tables {unknown}; known: {list(TABLES)}")
+    for model, tables in model_table_items(model_tables, TABLES):
         for table in TABLES:
             if table in tables and tables[table] is not None:
                 ours = _READERS[table](tables[table], f"model {model!r}, {table}")
@@ -400,12 +407,11 @@ def write_markdown(df: pd.DataFrame, path: str | os.PathLike, appendix: str = ""
     text = markdown(df)
     if appendix:
         text += "\n" + appendix.rstrip("\n") + "\n"
-    with atomic_open(path) as fh:
+    with io.atomic_open(path) as fh:
         fh.write(text)
 
 
 def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write the comparison as CSV atomically (empty cells for missing numbers)."""
     need_columns(df, COLUMNS, "paper comparison")
-    with atomic_open(path) as fh:
-        df.to_csv(fh, index=False, lineterminator="\n")
+    io.write_csv(path, df)

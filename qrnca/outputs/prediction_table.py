@@ -5,13 +5,11 @@ from the prediction records that `qrnca.evaluation.prediction` writes. Free of t
 from __future__ import annotations
 
 import math
-import os
 from typing import Mapping, Sequence
 
 import pandas as pd
 
 from ..errors import InputError
-from ..io import atomic_open
 from . import paper_values
 
 #: Paper dataset whose groups Table 7 reports (MMLU domains).
@@ -76,8 +74,3 @@ def table7(records: Sequence[Mapping] | pd.DataFrame, paper: Mapping | None = No
         rows.append(row)
     return pd.DataFrame(rows, columns=list(TABLE7_COLUMNS))
 
-
-def write_table7(path: str | os.PathLike, table: pd.DataFrame) -> None:
-    """Write a Table 7 DataFrame as CSV, atomically."""
-    with atomic_open(path) as fh:
-        table.to_csv(fh, index=False, lineterminator="\n")
