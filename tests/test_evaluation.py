@@ -11,6 +11,7 @@ import torch
 from qrnca.errors import InputError
 from qrnca.evaluation import runner as ev
 from qrnca.evaluation import records as er
+from qrnca.evaluation.interventions import Edit, multipliers
 from qrnca.io import read_jsonl
 from qrnca.models import layouts
 from qrnca.models.loading import PromptEncoding, letter_token_ids, load_model
@@ -242,7 +243,8 @@ def test_end_to_end_evaluation(tiny, tmp_path):
     ids = PromptEncoding().ids(tokenizer, prompt)
     with torch.no_grad():
         clean = torch.softmax(model(ids).logits[0, -1], -1)[letters[r["gold"]]].item()
-        mult = layouts.neuron_multipliers([(0, owner), (1, 2 * owner + 1)], 0.0, layouts.grid_shape(model))
+        mult = multipliers([Edit.of([(0, owner), (1, 2 * owner + 1)], 0.0)],
+                           layouts.grid_shape(model), "cpu")
         with layouts.edit_last_position(model, layouts.multiply_edit(mult)):
             edited = torch.softmax(model(ids).logits[0, -1], -1)[letters[r["gold"]]].item()
     assert r["p0"] == pytest.approx(clean, abs=1e-6)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from qrnca.errors import InputError
-from qrnca.evaluation.interventions import CLEAN, Edit, SharedPrefix, intervene
+from qrnca.evaluation.interventions import CLEAN, Edit, SharedPrefix, multipliers
 from qrnca.models import layouts
 from qrnca.models.tiny import build_model
 
@@ -56,7 +56,7 @@ def full_forward_probs(model, ids, zero=(), factor=0.0):
 def test_identity_factor_changes_nothing(arch):
     model = tiny(arch)
     ids = prompt_ids()
-    result = intervene(model, ids, [CLEAN, Edit.of([(0, 1), (2, 5)], 1.0),
+    result = SharedPrefix(model, ids).letter_probabilities([CLEAN, Edit.of([(0, 1), (2, 5)], 1.0),
                                     Edit.of([(1, 3)], 2.0)], LETTERS, gold="C")
     assert result.letter_probs.shape == (3, 4)
     assert np.array_equal(result.letter_probs[0], result.letter_probs[1])
@@ -69,7 +69,7 @@ def test_matches_full_sequence_hook(arch):
     model = tiny(arch)
     ids = prompt_ids()
     neurons = [(0, 3), (1, 7), (1, 8), (2, 39)]
-    result = intervene(model, ids, [CLEAN, Edit.of(neurons, 0.0), Edit.of(neurons, 2.0)], LETTERS)
+    result = SharedPrefix(model, ids).letter_probabilities([CLEAN, Edit.of(neurons, 0.0), Edit.of(neurons, 2.0)], LETTERS)
     np.testing.assert_allclose(result.letter_probs[0], full_forward_probs(model, ids), atol=1e-6, rtol=0)
     np.testing.assert_allclose(result.letter_probs[1], full_forward_probs(model, ids, neurons, 0.0),
                                atol=1e-6, rtol=0)
@@ -96,7 +96,7 @@ def test_batched_rows_equal_one_by_one(arch):
 def test_duplicate_edits_are_computed_once():
     model = tiny("llama")
     edits = [CLEAN, Edit.of([(0, 1), (1, 2)], 0.0), Edit.of([(1, 2), (0, 1)], 0.0), Edit.of([], 2.0)]
-    result = intervene(model, prompt_ids(), edits, LETTERS)
+    result = SharedPrefix(model, prompt_ids()).letter_probabilities(edits, LETTERS)
     assert result.distinct_rows == 2
     assert np.array_equal(result.letter_probs[1], result.letter_probs[2])
     assert np.array_equal(result.letter_probs[0], result.letter_probs[3])
@@ -105,7 +105,7 @@ def test_duplicate_edits_are_computed_once():
 def test_one_token_prompt_has_no_prefix():
     model = tiny("llama")
     ids = torch.tensor([[1]])
-    result = intervene(model, ids, [CLEAN, Edit.of([(0, 0), (2, 3)], 0.0)], LETTERS)
+    result = SharedPrefix(model, ids).letter_probabilities([CLEAN, Edit.of([(0, 0), (2, 3)], 0.0)], LETTERS)
     np.testing.assert_allclose(result.letter_probs[0], full_forward_probs(model, ids), atol=1e-6)
     np.testing.assert_allclose(result.letter_probs[1],
                                full_forward_probs(model, ids, [(0, 0), (2, 3)]), atol=1e-6)
@@ -116,7 +116,7 @@ def test_sliding_window_model_is_exact_within_and_beyond_the_window(length):
     model = tiny("mistral")
     model.config.sliding_window = 16
     ids = prompt_ids(length=length)
-    result = intervene(model, ids, [CLEAN, Edit.of([(1, 2), (2, 7)], 0.0)], LETTERS)
+    result = SharedPrefix(model, ids).letter_probabilities([CLEAN, Edit.of([(1, 2), (2, 7)], 0.0)], LETTERS)
     np.testing.assert_allclose(result.letter_probs[0], full_forward_probs(model, ids), atol=1e-6)
     np.testing.assert_allclose(result.letter_probs[1],
                                full_forward_probs(model, ids, [(1, 2), (2, 7)]), atol=1e-6)
@@ -125,15 +125,15 @@ def test_sliding_window_model_is_exact_within_and_beyond_the_window(length):
 def test_bad_inputs_name_the_value():
     model = tiny("llama")
     with pytest.raises(InputError, match=r"\(3, 0\)"):
-        intervene(model, prompt_ids(), [Edit.of([(3, 0)], 0.0)], LETTERS)
+        SharedPrefix(model, prompt_ids()).letter_probabilities([Edit.of([(3, 0)], 0.0)], LETTERS)
     with pytest.raises(InputError, match="gold letter 'E'"):
-        intervene(model, prompt_ids(), [CLEAN], LETTERS, gold="E")
+        SharedPrefix(model, prompt_ids()).letter_probabilities([CLEAN], LETTERS, gold="E")
     with pytest.raises(InputError, match=r"shape \(1, T>=1\)"):
         SharedPrefix(model, torch.tensor([1, 2, 3]))
 
 
 def _multipliers_one_by_one(edits, shape, device=None):
-    """The per-neuron loop that `_multipliers` replaced (kept here as its oracle)."""
+    """The per-neuron loop that `multipliers` replaced (kept here as its oracle)."""
     n_layers, width = shape
     out = {}
     for row, edit in enumerate(edits):
@@ -152,7 +152,6 @@ def _multipliers_one_by_one(edits, shape, device=None):
 
 @pytest.mark.parametrize("seed", range(6))
 def test_vectorised_multipliers_equal_the_per_neuron_loop(seed):
-    from qrnca.evaluation.interventions import _multipliers
 
     rng = np.random.default_rng(seed)
     shape = (5, 17)
@@ -170,20 +169,19 @@ def test_vectorised_multipliers_equal_the_per_neuron_loop(seed):
         edits.append(Edit.of(neurons, factor))
     edits.insert(int(rng.integers(len(edits) + 1)), CLEAN)
     expected = _multipliers_one_by_one(edits, shape)
-    result = _multipliers(edits, shape, "cpu")
+    result = multipliers(edits, shape, "cpu")
     assert sorted(result) == sorted(expected)
     for layer, matrix in expected.items():
         assert result[layer].dtype == matrix.dtype and result[layer].shape == matrix.shape
         assert torch.equal(result[layer], matrix)
-    assert _multipliers([CLEAN, Edit.of([(1, 2)], 1.0), Edit.of([], 0.0)], shape, "cpu") == {}
+    assert multipliers([CLEAN, Edit.of([(1, 2)], 1.0), Edit.of([], 0.0)], shape, "cpu") == {}
 
 
 def test_vectorised_multipliers_name_the_first_neuron_outside_the_grid():
-    from qrnca.evaluation.interventions import _multipliers
 
     edits = [CLEAN, Edit.of([(9, 9)], 1.0), Edit.of([(0, 1), (2, -1), (5, 0)], 0.0)]
     with pytest.raises(InputError, match=r"neuron \(2, -1\) is outside .* 5 x 17") as got:
-        _multipliers(edits, (5, 17), "cpu")
+        multipliers(edits, (5, 17), "cpu")
     with pytest.raises(InputError) as old:
         _multipliers_one_by_one(edits, (5, 17))
     assert str(got.value) == str(old.value)

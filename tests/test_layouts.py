@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from qrnca.errors import UnknownLayoutError
+from qrnca.evaluation.interventions import Edit, multipliers
 from qrnca.models import layouts
 from qrnca.models.tiny import build_model
 
@@ -26,7 +27,7 @@ def test_last_position_edit_matches_manual_zeroing(arch):
         model(ids)
     assert set(recorded) == {0, 1} and recorded[0].shape == (1, 24)
 
-    mult = layouts.neuron_multipliers([(0, 3), (1, 5)], 0.0, (2, 24))
+    mult = multipliers([Edit.of([(0, 3), (1, 5)], 0.0)], (2, 24), "cpu")
     with layouts.edit_last_position(model, layouts.multiply_edit(mult)):
         edited = model(ids).logits
     # Same computation by a hand-written pre-hook that zeroes the inputs in place.
@@ -52,7 +53,7 @@ def test_identity_boost_changes_nothing():
     model = build_model("llama", vocab_size=40, layers=2, hidden=16, intermediate=24, heads=2)
     ids = torch.tensor([[1, 5, 7, 9]])
     clean = model(ids).logits
-    mult = layouts.neuron_multipliers([(0, 1), (1, 2)], 1.0, (2, 24))
+    mult = multipliers([Edit.of([(0, 1), (1, 2)], 1.0)], (2, 24), "cpu")
     with layouts.edit_last_position(model, layouts.multiply_edit(mult)):
         same = model(ids).logits
     torch.testing.assert_close(same, clean, rtol=0, atol=0)

@@ -126,7 +126,7 @@ class SharedPrefixLayer(DynamicLayer):
         return None
 
 
-def _multipliers(edits: Sequence[Edit], shape: tuple[int, int], device) -> dict[int, torch.Tensor]:
+def multipliers(edits: Sequence[Edit], shape: tuple[int, int], device) -> dict[int, torch.Tensor]:
     """Per-layer (rows, width) multiplier matrices; layers no row touches are absent (left alone).
 
     Built with one indexed write: every (row, layer, index) cell of the non-clean rows gets its
@@ -218,19 +218,12 @@ class SharedPrefix:
         last = self.input_ids[:, -1:]
         for start in range(0, len(distinct), chunk_size):
             chunk = distinct[start:start + chunk_size]
-            multipliers = _multipliers(chunk, self.shape, self.device)
+            factors = multipliers(chunk, self.shape, self.device)
             tokens = last.expand(len(chunk), 1) if self._layers is not None else \
                 self.input_ids.expand(len(chunk), -1)
-            with edit_last_position(self.model, multiply_edit(multipliers), layers=multipliers):
+            with edit_last_position(self.model, multiply_edit(factors), layers=factors):
                 logits = self.model(input_ids=tokens, past_key_values=self._cache(),
                                     use_cache=self._layers is not None).logits[:, -1]
             logp = torch.log_softmax(logits.float(), dim=-1)[:, ids]
             probs[start:start + len(chunk)] = logp.exp().double().cpu()
         return RowProbabilities(letters, probs[row_of].numpy(), gold, len(distinct))
-
-
-def intervene(model: nn.Module, input_ids: torch.Tensor, edits: Sequence[Edit],
-              letter_ids: Mapping[str, int], gold: str | None = None,
-              chunk_size: int = 64) -> RowProbabilities:
-    """Letter probabilities of one prompt under each edit (see `SharedPrefix`)."""
-    return SharedPrefix(model, input_ids).letter_probabilities(edits, letter_ids, gold, chunk_size)

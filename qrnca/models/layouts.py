@@ -133,17 +133,3 @@ def multiply_edit(multipliers: Mapping[int, torch.Tensor]) -> EditFn:
         return activation * factor.to(activation.dtype)
 
     return edit
-
-
-def neuron_multipliers(neurons: Iterable[tuple[int, int]], factor: float,
-                       shape: tuple[int, int], device=None) -> dict[int, torch.Tensor]:
-    """Per-layer multiplier vectors that scale the given (layer, index) neurons by `factor`
-    (2.0 = boost, 0.0 = suppress, docs/method.md §6) and leave every other neuron at 1."""
-    out: dict[int, torch.Tensor] = {}
-    n_layers, width = shape
-    for layer, index in neurons:
-        if not (0 <= layer < n_layers and 0 <= index < width):
-            raise IndexError(f"neuron ({layer}, {index}) outside the grid {shape}")
-        vec = out.setdefault(layer, torch.ones(width, device=device))
-        vec[index] = factor
-    return out
