@@ -2,6 +2,7 @@
 import os
 import re
 
+from qrnca.neurons.methods import BASELINE_METHODS
 from qrnca.workflow import config_usage
 from qrnca.workflow.code_deps import script_dependencies
 

@@ -35,7 +35,7 @@ rule baseline_neurons:
     log:
         f"{RESULTS}/logs/baseline_neurons/{{model}}/{{dataset}}/{{baseline}}.log",
     wildcard_constraints:
-        baseline="knowledge_neuron|activation|random|logprob_increase",
+        baseline="|".join(BASELINE_METHODS),
     conda:
         "../envs/cpu.yaml"
     params:
