@@ -88,3 +88,10 @@ def test_errors():
         baseline_rows([record("q0")], "bogus", [qrnca_row("q0", 1)])
     with pytest.raises(BaselineError):
         random_neurons([2, 2], 5, 0, "q0")
+
+
+def test_every_baseline_of_the_registry_has_a_selector():
+    from qrnca.neurons.baselines import SELECTORS
+    from qrnca.neurons.methods import BASELINE_METHODS
+
+    assert set(SELECTORS) == set(BASELINE_METHODS)

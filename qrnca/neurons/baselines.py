@@ -18,6 +18,11 @@ neurons rows are passed in), so that PCR and editing compare sets of equal size:
   KN* may find fewer neurons than QRNCA; it then keeps the ones it has.
 
 Rankings break ties by ``(-score, layer, index)``.
+
+Adding a baseline: its selector in `SELECTORS` (here or in its own module), its name in
+`qrnca.neurons.methods.BASELINE_METHODS` (table order, the workflow's wildcard), the config keys it
+reads in `qrnca.workflow.config_usage.BASELINE_KEYS`, and the name in the `methods` enum of
+`config/schema/config.schema.yaml`.
 """
 
 from __future__ import annotations
@@ -87,6 +92,34 @@ def knowledge_neurons(
     return ranked({n: s for n, s in summed.items() if present[n] > need})
 
 
+def _knowledge_neuron(record: Mapping, n: int, *, t: float, kn_share: float,
+                      kn_match_count: bool, **_) -> list[tuple[Neuron, float]]:
+    chosen = knowledge_neurons(record, t, kn_share)
+    return chosen[:n] if kn_match_count else chosen
+
+
+def _random(record: Mapping, n: int, *, seed: int, **_) -> list[tuple[Neuron, float]]:
+    return [(neuron, 0.0) for neuron in random_neurons(record_shape(record), n, seed, record["id"])]
+
+
+def _stored(key: str):
+    def select(record: Mapping, n: int, **_) -> list[tuple[Neuron, float]]:
+        return stored_top(record, key, n)
+
+    return select
+
+
+#: How each baseline of `qrnca.neurons.methods.BASELINE_METHODS` picks one query's neurons:
+#: `select(record, n, seed=, t=, kn_share=, kn_match_count=)` -> [(neuron, score)], best first
+#: (a selector takes the settings it needs and ignores the rest).
+SELECTORS = {
+    "knowledge_neuron": _knowledge_neuron,
+    "activation": _stored("activation"),
+    "random": _random,
+    "logprob_increase": _stored("logprob_increase"),
+}
+
+
 def _counts(records: Sequence[Mapping], qrnca_rows: Sequence[Mapping]) -> dict[str, int]:
     counts = {}
     for pos, row in enumerate(qrnca_rows):
@@ -124,14 +157,8 @@ def baseline_rows(
             out.append({"id": record["id"], "group": record["group"], "neurons": [], "scores": [],
                         **not_applicable(block[NOT_APPLICABLE])})
             continue
-        if method == "random":
-            chosen = [(nrn, 0.0) for nrn in random_neurons(record_shape(record), n, seed, record["id"])]
-        elif method in ("activation", "logprob_increase"):
-            chosen = stored_top(record, method, n)
-        else:
-            chosen = knowledge_neurons(record, t, kn_share)
-            if kn_match_count:
-                chosen = chosen[:n]
+        chosen = SELECTORS[method](record, n, seed=seed, t=t, kn_share=kn_share,
+                                   kn_match_count=kn_match_count)
         out.append(
             {
                 "id": record["id"],
