@@ -37,6 +37,16 @@ def test_every_schema_key_is_declared_and_every_declared_key_exists():
     assert not sorted((declared | set(config_usage.EXECUTION_KEYS)) - set(KEYS))
 
 
+def test_the_schema_enums_are_the_registries():
+    """A new IG grid or neuron method is registered in the library; the schema lists the same."""
+    from qrnca.attribution.common import IG_GRIDS
+    from qrnca.neurons.methods import METHODS
+
+    props = SCHEMA["properties"]
+    assert props["attribution"]["properties"]["ig_grid"]["enum"] == list(IG_GRIDS)
+    assert props["methods"]["items"]["enum"] == list(METHODS)
+
+
 def test_every_rule_takes_its_params_from_the_table():
     """Each rule's params are exactly `used=used("<rule>")` (the table), so no whole section or
     execution setting can slip in."""

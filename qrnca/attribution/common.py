@@ -23,22 +23,26 @@ from ..errors import InputError
 
 log = logging.getLogger("qrnca.attribution")
 
-IG_GRIDS = ("released", "paper")
+#: The α grids of the IG Riemann sum (decision `ig_grid`, docs/method.md §3), by name: m -> the m
+#: scaling factors α_k. A new grid is one entry here and its name in the schema's `ig_grid` enum.
+IG_GRIDS = {
+    # the released code: linspace(0, 1, m), both ends included
+    "released": lambda steps, dtype, device: torch.linspace(0.0, 1.0, steps, dtype=dtype,
+                                                            device=device),
+    # the paper: k/m, k = 1..m
+    "paper": lambda steps, dtype, device: torch.arange(1, steps + 1, dtype=dtype,
+                                                       device=device) / steps,
+}
 
 
 def ig_alphas(steps: int, grid: str = "released", dtype=torch.float32, device=None) -> torch.Tensor:
-    """The m scaling factors α_k of the IG Riemann sum (decision `ig_grid`, docs/method.md §3).
-
-    `released` (the released code): linspace(0, 1, m), both ends included; `paper`: k/m, k = 1..m.
-    Either way the sum of gradients is divided by m.
-    """
+    """The m scaling factors α_k of the IG Riemann sum of grid `grid` (`IG_GRIDS`). Either way
+    the sum of gradients is divided by m."""
     if not isinstance(steps, int) or steps < 1:
         raise InputError(f"IG steps must be a positive integer, got {steps!r}")
-    if grid == "released":
-        return torch.linspace(0.0, 1.0, steps, dtype=dtype, device=device)
-    if grid == "paper":
-        return torch.arange(1, steps + 1, dtype=dtype, device=device) / steps
-    raise InputError(f"ig_grid must be one of {IG_GRIDS}, got {grid!r}")
+    if grid not in IG_GRIDS:
+        raise InputError(f"ig_grid must be one of {tuple(IG_GRIDS)}, got {grid!r}")
+    return IG_GRIDS[grid](steps, dtype, device)
 
 
 @dataclass
