@@ -39,7 +39,6 @@ def check_finite(records: Iterable[Mapping], source: str = "evaluation") -> None
                     f"of query {record.get('prompt_id')!r})")
 
 
-
 def read_evaluation(path: str | os.PathLike, query_ids: Sequence[str] | None = None
                     ) -> pd.DataFrame:
     """An evaluation file as a DataFrame (one row per record; a method that does not apply is
