@@ -76,7 +76,8 @@ import pandas as pd
 from .. import io
 from ..errors import InputError
 from . import paper_values
-from .paper_comparison import model_table_items, need_columns, overlap_matrices
+from .paper_comparison import (model_table_items, need_columns, number_or_nan,
+                               overlap_matrices)
 
 HOLDS, FAILS, NOT_PRODUCED = "holds", "does not hold", "not produced"
 VERDICTS = (HOLDS, FAILS, NOT_PRODUCED)
@@ -127,15 +128,8 @@ def dataset_kind(spec: Mapping) -> str | None:
     return None
 
 
-def _num(value) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
 def _fmt(value, unit: str = "") -> str:
-    value = _num(value)
+    value = number_or_nan(value)
     if math.isnan(value):
         return "NaN"
     if math.isinf(value):
@@ -242,8 +236,8 @@ def _pcr_row(frame, ds, kind, op, by_method) -> dict:
     if q is None or _not_applicable(q):
         why = "QRNCA not in Table 4" if q is None else f"QRNCA {_not_applicable(q)}"
         return _row("pcr", ds, NOT_PRODUCED, op=op, paper=paper, note=why)
-    qv = _num(q["pcr"])
-    n_rel, n_unrel = _num(q.get("n_related")), _num(q.get("n_unrelated"))
+    qv = number_or_nan(q["pcr"])
+    n_rel, n_unrel = number_or_nan(q.get("n_related")), number_or_nan(q.get("n_unrelated"))
     n = None if math.isnan(n_rel) else n_rel
     sample = (f"{n_rel:.0f} related / {n_unrel:.0f} unrelated prompts"
               if n is not None else "prompts not given")
@@ -254,15 +248,15 @@ def _pcr_row(frame, ds, kind, op, by_method) -> dict:
             skipped.append(f"{m} not run")
         elif _not_applicable(r):
             skipped.append(f"{m} {_not_applicable(r)}")
-        elif math.isnan(_num(r["pcr"])):
+        elif math.isnan(number_or_nan(r["pcr"])):
             skipped.append(f"{m} PCR NaN (0/0)")
         else:
-            compared[m] = _num(r["pcr"])
+            compared[m] = number_or_nan(r["pcr"])
     extra = {}
     for m in EXTRA_METHODS:
         r = by_method.get(m)
         if r is not None:
-            extra[m] = _not_applicable(r) or _num(r["pcr"])
+            extra[m] = _not_applicable(r) or number_or_nan(r["pcr"])
     numbers = {"qrnca": qv, "others": compared, "not_compared": skipped,
                "not_in_paper": extra}
     if "pcr_average" in frame.columns:
@@ -569,8 +563,8 @@ def _editing_row(frame, ds, kind, op, by_method) -> dict:
     if lacking:
         return _row("editing", ds, NOT_PRODUCED, op=op, paper=paper,
                     note=f"not in Table 6: {', '.join(lacking)}")
-    qv, rv = _num(q["flip_rate"]), _num(r["flip_rate"])
-    nq, nr = _num(q.get("n")), _num(r.get("n"))
+    qv, rv = number_or_nan(q["flip_rate"]), number_or_nan(r["flip_rate"])
+    nq, nr = number_or_nan(q.get("n")), number_or_nan(r.get("n"))
     n = None if math.isnan(nq) else nq
     sample = (f"{nq:.0f} related prompts (Random: {nr:.0f})" if n is not None
               else "prompts not given")

@@ -152,7 +152,8 @@ def _with_dataset(obj, where: str) -> pd.DataFrame:
 Ours = dict[tuple[str, str], tuple[float, str, str]]
 
 
-def _num(value) -> float:
+def number_or_nan(value) -> float:
+    """A table cell as a float; NaN for an empty or non-numeric cell (e.g. "not applicable")."""
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -164,7 +165,7 @@ def _ours_table3(obj, where: str) -> Ours:
     out: Ours = {}
     for _, r in frame.iterrows():
         item = "overall" if r["group"] == "ALL" else str(r["group"])
-        v = _num(r["mean_neurons"])
+        v = number_or_nan(r["mean_neurons"])
         note = "overall: unweighted mean of the group means" if item == "overall" else ""
         out[(str(r["dataset"]), item)] = (v, _fmt(v), note)
     return out
@@ -174,7 +175,7 @@ def _ours_methods(obj, where: str, column: str) -> Ours:
     frame = need_columns(obj, ("dataset", "method", "op", column), where)
     out: Ours = {}
     for _, r in frame.iterrows():
-        v = _num(r[column])
+        v = number_or_nan(r[column])
         note = ""
         if column == "pcr" and "pcr_average" in frame.columns and r["pcr_average"] != "ratio_of_means":
             note = f"pcr_average={r['pcr_average']} (the paper's evaluation: ratio of means)"
@@ -187,7 +188,7 @@ def _ours_table7(obj, where: str) -> Ours:
     out: Ours = {}
     for _, r in frame.iterrows():
         for kind in ("neuron_based", "prompt_based"):
-            v = _num(r[kind])
+            v = number_or_nan(r[kind])
             out[(str(r["dataset"]), f"{r['group']} / {kind}")] = (
                 v, _fmt(v), "reconstructed decision rule (docs/method.md §7)" if kind == "neuron_based" else "")
     return out
